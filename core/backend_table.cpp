@@ -1,0 +1,168 @@
+// The backend table: every compiled backend in order of preference, and the choice of
+// the default. Backends are listed here explicitly rather than registering themselves
+// from static constructors, which a static archive's linker would silently drop.
+
+#include <cstdlib>
+#include <string>
+
+#include "child_watcher.hpp"
+#include "error.hpp"
+#include "zreap_config.h"
+
+namespace zreap::detail {
+#if ZREAP_HAVE_PIDFD
+extern const backend_entry pidfd_backend_entry;
+#endif
+#if ZREAP_HAVE_SIGNALFD
+extern const backend_entry signalfd_backend_entry;
+#endif
+#if ZREAP_HAVE_SELFPIPE
+extern const backend_entry selfpipe_backend_entry;
+#endif
+#if ZREAP_HAVE_SIGACTION
+extern const backend_entry sigaction_backend_entry;
+#endif
+#if ZREAP_HAVE_LIBEV
+extern const backend_entry libev_backend_entry;
+#endif
+
+namespace {
+
+const backend_entry* const table[] = {
+#if ZREAP_HAVE_PIDFD
+    &pidfd_backend_entry,
+#endif
+#if ZREAP_HAVE_SIGNALFD
+    &signalfd_backend_entry,
+#endif
+#if ZREAP_HAVE_SELFPIPE
+    &selfpipe_backend_entry,
+#endif
+#if ZREAP_HAVE_SIGACTION
+    &sigaction_backend_entry,
+#endif
+#if ZREAP_HAVE_LIBEV
+    &libev_backend_entry,
+#endif
+    nullptr,  // keeps the array non-empty when nothing is compiled in
+};
+
+// What "auto" tries, in order. signalfd and libev are left out on purpose: signalfd needs
+// SIGCHLD blocked in every thread of the host program, and libev reaps children that
+// belong to other code. Both are there for programs that choose them knowingly.
+constexpr backend auto_order[] = {backend::pidfd, backend::selfpipe, backend::sigaction};
+
+}  // namespace
+
+const backend_entry* find_backend(backend b) noexcept {
+    for (const backend_entry* e : table)
+        if (e && e->id == b) return e;
+    return nullptr;
+}
+
+}  // namespace zreap::detail
+
+namespace zreap {
+
+using detail::find_backend;
+
+std::string_view to_string(backend b) noexcept {
+    switch (b) {
+        case backend::pidfd: return "pidfd";
+        case backend::signalfd: return "signalfd";
+        case backend::selfpipe: return "selfpipe";
+        case backend::sigaction: return "sigaction";
+        case backend::libev: return "libev";
+    }
+    return "unknown";
+}
+
+std::optional<backend> backend_from_string(std::string_view name) noexcept {
+    for (backend b : {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction,
+                      backend::libev})
+        if (to_string(b) == name) return b;
+    return std::nullopt;
+}
+
+std::vector<backend> compiled_backends() {
+    std::vector<backend> out;
+    for (const detail::backend_entry* e : detail::table)
+        if (e) out.push_back(e->id);
+    return out;
+}
+
+bool backend_usable(backend b) noexcept {
+    const detail::backend_entry* e = find_backend(b);
+    return e && e->usable();
+}
+
+capabilities backend_capabilities(backend b) noexcept {
+    capabilities c;
+    switch (b) {
+        case backend::pidfd:
+            break;
+        case backend::signalfd:
+            c.multiple_loops = false;
+            c.needs_sigchld_blocked = true;
+            break;
+        case backend::selfpipe:
+            c.installs_signal_handler = true;
+            break;
+        case backend::sigaction:
+            c.race_free = false;
+            c.installs_signal_handler = true;
+            break;
+        case backend::libev:
+            c.reaps_foreign_children = true;
+            c.multiple_loops = false;
+            c.needs_sigchld_blocked = true;
+            break;
+    }
+    return c;
+}
+
+namespace {
+
+}  // namespace
+
+const detail::backend_entry& detail::require_usable(backend b, const std::string& origin) {
+    std::string name(to_string(b));
+    if (!find_backend(b))
+        detail::throw_errno(ENOTSUP, origin + ": backend '" + name +
+                                         "' is not compiled into this zreap build");
+    if (!backend_usable(b)) {
+        std::string why = "not usable in this process";
+        if (b != backend::pidfd) {
+            if (const char* p = detail::sigchld_disposition_problem()) why = p;
+        }
+        detail::throw_errno(ENOTSUP, origin + ": backend '" + name + "' is " + why);
+    }
+    return *find_backend(b);
+}
+
+namespace {
+
+backend pick(std::string_view name, const std::string& origin) {
+    if (name == "auto") {
+        for (backend b : detail::auto_order)
+            if (backend_usable(b)) return b;
+        detail::throw_errno(ENOTSUP, origin + ": no usable backend (tried pidfd, selfpipe, "
+                                              "sigaction)");
+    }
+    std::optional<backend> b = backend_from_string(name);
+    if (!b)
+        detail::throw_errno(EINVAL, origin + ": unknown backend '" + std::string(name) +
+                                        "' (expected auto, pidfd, signalfd, selfpipe, "
+                                        "sigaction or libev)");
+    return detail::require_usable(*b, origin).id;
+}
+
+}  // namespace
+
+backend default_backend() {
+    if (const char* env = std::getenv("ZREAP_BACKEND"); env && *env)
+        return pick(env, "ZREAP_BACKEND=" + std::string(env));
+    return pick(ZREAP_DEFAULT_BACKEND, "default backend (-Ddefault_backend=" ZREAP_DEFAULT_BACKEND ")");
+}
+
+}  // namespace zreap

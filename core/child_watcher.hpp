@@ -1,0 +1,113 @@
+#pragma once
+
+// The child-watcher interface: what a backend implements and what the loop promises it.
+//
+// A backend turns "a watched child exited" into something zmq_poll() can wait on, and reaps
+// those children. The loop owns exactly one child_watcher, made by the backend's factory in
+// the backend table (backend_table.cpp), and calls it only from the loop's thread.
+//
+// One loop iteration, as the loop drives it:
+//
+//     timeout = wants_immediate_poll() ? 0 : min(user timeout, timers, max_wait_ms())
+//     zmq_poll(items incl. wake_fd(), timeout)          -- may return EINTR
+//     reap({woken, interrupted}, out, max)              -- after every return of zmq_poll
+//     dispatch fds and sockets, then the exits in `out`, then timers
+//
+// watch() and unwatch() come between iterations, from user code or callbacks.
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <zreap/backend.hpp>
+#include <zreap/exit_status.hpp>
+#include <zreap/loop.hpp>
+
+namespace zreap::detail {
+
+/// What zmq_poll told the loop, passed to child_watcher::reap().
+struct poll_result {
+    /// wake_fd() was reported readable (or in error).
+    bool woken = false;
+    /// zmq_poll returned -1 with EINTR: a signal handler ran on the loop's thread.
+    bool interrupted = false;
+};
+
+class child_watcher {
+public:
+    virtual ~child_watcher() = default;
+
+    /// The fd the loop polls for ZMQ_POLLIN, or -1 if the backend has none (sigaction).
+    /// Constant for the watcher's life; the watcher owns it and it is close-on-exec.
+    virtual int wake_fd() const noexcept = 0;
+
+    /// The longest the loop may block in one zmq_poll call, in ms, or -1 for no limit.
+    /// Only a backend that can lose a wakeup returns a limit.
+    virtual int max_wait_ms() const noexcept { return -1; }
+
+    /// Start watching @p pid. The loop has checked that @p pid is an unreaped child of
+    /// this process and that no zreap loop in the process watches it already. @p pidfd is
+    /// a pidfd for it that the caller keeps (-1 if none); a backend that wants one
+    /// duplicates it. If the child has exited already, reap() must report it on the next
+    /// iteration (wants_immediate_poll() returns true until then). Throws
+    /// std::system_error on failure (EMFILE, ...), leaving nothing watched.
+    virtual void watch(pid_t pid, int pidfd) = 0;
+
+    /// Stop watching @p pid without reaping it. Called only for a watched pid that reap()
+    /// has not reported yet.
+    virtual void unwatch(pid_t pid) noexcept = 0;
+
+    /// Called right before each zmq_poll. True means exits may already be waiting that
+    /// wake_fd() would not signal, so the loop polls with timeout 0 this time. The window
+    /// between this call and zmq_poll is sigaction's lost-wakeup race.
+    virtual bool wants_immediate_poll() noexcept = 0;
+
+    /// Called after every return of zmq_poll, EINTR included. Reaps at most @p max exited
+    /// watched children, appends their statuses to @p out (each pid is then no longer
+    /// watched) and returns true if more may be waiting, in which case the loop calls
+    /// again on its next iteration without blocking. Must never reap a child it does not
+    /// watch unless the backend declares capabilities::reaps_foreign_children.
+    virtual bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) = 0;
+
+    /// Wakeups where exits were found although nothing had woken the poll for them
+    /// (sigaction's race); 0 for race-free backends.
+    virtual std::uint64_t lost_wakeups() const noexcept { return 0; }
+};
+
+/// One row of the backend table. Each compiled backend defines one, named
+/// <name>_backend_entry, in its backends/<name>/ source.
+struct backend_entry {
+    backend id;
+    capabilities caps;
+    /// Runtime probe behind backend_usable(): cheap, never throws, never caches (a seccomp
+    /// filter or a SIGCHLD disposition can change between calls).
+    bool (*usable)() noexcept;
+    /// Builds a watcher; throws std::system_error with the reason it cannot.
+    std::unique_ptr<child_watcher> (*create)(const loop_options& options);
+};
+
+/// The compiled backend @p b, or nullptr.
+const backend_entry* find_backend(backend b) noexcept;
+
+/// The entry for @p b; throws std::system_error naming @p origin if it is not compiled in
+/// or not usable here.
+const backend_entry& require_usable(backend b, const std::string& origin);
+
+/// Why the process's SIGCHLD disposition makes the kernel reap children by itself
+/// ("SIGCHLD is set to SIG_IGN", "SIGCHLD has SA_NOCLDWAIT"), or nullptr if it does not.
+const char* sigchld_disposition_problem() noexcept;
+
+/// Throws std::system_error (EINVAL) naming @p who if sigchld_disposition_problem().
+void require_reapable_sigchld(const char* who);
+
+/// Claims @p pid for one zreap loop in this process; false if another loop (or the same
+/// one) has it already. Thread-safe.
+bool claim_pid(pid_t pid);
+/// Gives up a claim made by claim_pid().
+void release_pid(pid_t pid) noexcept;
+
+}  // namespace zreap::detail

@@ -1,0 +1,415 @@
+// The loop: one zmq_poll() over zmq sockets, plain fds and the backend's wake fd, plus a
+// timer queue and the queue of reaped exits waiting for their callbacks.
+
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <zmq.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <deque>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include <zreap/loop.hpp>
+
+#include "child_watcher.hpp"
+#include "error.hpp"
+
+namespace zreap {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+enum class kind { io, timer, child };
+
+struct source {
+    kind k = kind::io;
+    // io
+    void* socket = nullptr;
+    int fd = -1;
+    short events = 0;
+    std::shared_ptr<std::function<void(short)>> io_cb;
+    // timer
+    std::multimap<clock::time_point, source_id>::iterator timer_pos;
+    milliseconds every{0};
+    std::shared_ptr<std::function<void()>> timer_cb;
+    // child
+    pid_t pid = 0;
+    bool reaped = false;  // reported by the watcher, callback not run yet
+    std::vector<int> drain_first;
+    std::shared_ptr<std::function<void(const exit_status&)>> child_cb;
+};
+
+struct pending_exit {
+    source_id id;
+    exit_status status;
+};
+
+// Milliseconds from now until @p t, rounded up so that the poll never returns just before
+// a timer is due and spins on zero-length waits.
+long long ceil_ms_until(clock::time_point t, clock::time_point now) {
+    if (t <= now) return 0;
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t - now).count();
+    return (ns + 999'999) / 1'000'000;
+}
+
+// True if @p fd has bytes waiting to be read.
+bool has_unread_bytes(int fd) noexcept {
+    int n = 0;
+    return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+}  // namespace
+
+struct loop::impl {
+    backend id;
+    capabilities caps;
+    loop_options opts;
+    std::unique_ptr<detail::child_watcher> watcher;
+
+    source_id next_id = 1;
+    std::unordered_map<source_id, source> sources;
+    std::unordered_map<pid_t, source_id> children;  // watched, not yet reaped
+    std::multimap<clock::time_point, source_id> timers;
+
+    // The zmq_poll set: item 0 is the watcher's wake fd when it has one. Rebuilt only when
+    // the set of io sources changes (zmq_poll allocates per call above 16 items otherwise).
+    std::vector<zmq_pollitem_t> items;
+    std::vector<source_id> item_ids;
+    std::size_t first_io_item = 0;
+    bool items_dirty = true;
+
+    std::deque<pending_exit> pending;  // reaped, callback not run yet
+    std::vector<exit_status> reap_buf;
+    std::vector<std::pair<source_id, short>> ready;
+    bool watcher_more = false;
+    bool stop_requested = false;
+    loop_stats stats;
+
+    explicit impl(const loop_options& o) : opts(o) {
+        backend b = o.which ? *o.which : default_backend();
+        const detail::backend_entry& e =
+            detail::require_usable(b, "zreap::loop(" + std::string(to_string(b)) + ")");
+        id = e.id;
+        caps = e.caps;
+        watcher = e.create(opts);
+        if (opts.max_exits_per_iteration == 0) opts.max_exits_per_iteration = 1;
+    }
+
+    ~impl() {
+        // Children this loop still watches: those that already exited were ours to reap, so
+        // reap them now rather than leave zombies; the ones still running are released and
+        // stay waitable by the program.
+        for (auto& [pid, sid] : children) {
+            watcher->unwatch(pid);
+            siginfo_t si{};
+            while (::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG) < 0 &&
+                   errno == EINTR) {
+            }
+            detail::release_pid(pid);
+        }
+    }
+
+    source_id add(source s) {
+        source_id sid = next_id++;
+        sources.emplace(sid, std::move(s));
+        return sid;
+    }
+
+    void rebuild_items() {
+        items.clear();
+        item_ids.clear();
+        if (int wfd = watcher->wake_fd(); wfd >= 0) {
+            items.push_back(zmq_pollitem_t{nullptr, wfd, ZMQ_POLLIN, 0});
+            item_ids.push_back(0);
+        }
+        first_io_item = items.size();
+        for (auto& [sid, s] : sources) {
+            if (s.k != kind::io) continue;
+            items.push_back(zmq_pollitem_t{s.socket, s.fd, s.events, 0});
+            item_ids.push_back(sid);
+        }
+        items_dirty = false;
+    }
+
+    void erase(std::unordered_map<source_id, source>::iterator it) noexcept {
+        source& s = it->second;
+        switch (s.k) {
+            case kind::io:
+                items_dirty = true;
+                break;
+            case kind::timer:
+                timers.erase(s.timer_pos);
+                break;
+            case kind::child:
+                if (!s.reaped) {
+                    watcher->unwatch(s.pid);
+                    children.erase(s.pid);
+                    detail::release_pid(s.pid);
+                }
+                break;
+        }
+        sources.erase(it);
+    }
+
+    int poll_timeout(clock::time_point now, bool has_deadline, clock::time_point deadline,
+                     bool immediate) const {
+        if (immediate) return 0;
+        long long t = -1;
+        if (has_deadline) t = ceil_ms_until(deadline, now);
+        if (!timers.empty()) {
+            long long tt = ceil_ms_until(timers.begin()->first, now);
+            t = t < 0 ? tt : std::min(t, tt);
+        }
+        if (int cap = watcher->max_wait_ms(); cap >= 0) t = t < 0 ? cap : std::min<long long>(t, cap);
+        return t < 0 ? -1 : static_cast<int>(std::min<long long>(t, 1LL << 30));
+    }
+
+    int dispatch_io() {
+        int n = 0;
+        for (auto [sid, revents] : ready) {
+            auto it = sources.find(sid);
+            if (it == sources.end()) continue;  // removed by an earlier callback
+            auto cb = it->second.io_cb;         // keeps the callable alive if it removes itself
+            ++n;
+            (*cb)(revents);
+        }
+        return n;
+    }
+
+    // Runs the exit callbacks queued at the start of this call. An exit whose drain_first
+    // fds still hold data goes back to the end of the queue for the next iteration.
+    int dispatch_exits(bool& deferred) {
+        int n = 0;
+        std::size_t count = pending.size();
+        for (std::size_t i = 0; i < count && !pending.empty(); ++i) {
+            pending_exit pe = pending.front();
+            pending.pop_front();
+            auto it = sources.find(pe.id);
+            if (it == sources.end()) continue;  // removed after it was reaped
+            if (must_wait_for_output(it->second)) {
+                pending.push_back(pe);
+                deferred = true;
+                continue;
+            }
+            auto cb = it->second.child_cb;
+            sources.erase(it);
+            ++n;
+            (*cb)(pe.status);
+        }
+        return n;
+    }
+
+    bool must_wait_for_output(const source& child) const {
+        for (int fd : child.drain_first) {
+            if (!has_unread_bytes(fd)) continue;
+            for (const auto& [sid, s] : sources)
+                if (s.k == kind::io && s.fd == fd && s.socket == nullptr && (s.events & ZMQ_POLLIN))
+                    return true;
+        }
+        return false;
+    }
+
+    int dispatch_timers(clock::time_point now) {
+        int n = 0;
+        // Only timers due now run; a periodic timer is rescheduled strictly after now, so
+        // this ends even if callbacks are slow.
+        while (!timers.empty() && timers.begin()->first <= now) {
+            auto tpos = timers.begin();
+            clock::time_point due = tpos->first;
+            source_id sid = tpos->second;
+            timers.erase(tpos);
+            auto it = sources.find(sid);
+            auto cb = it->second.timer_cb;
+            if (it->second.every.count() > 0) {
+                clock::time_point next = due + it->second.every;
+                if (next <= now) next = now + it->second.every;  // skip missed ticks
+                it->second.timer_pos = timers.emplace(next, sid);
+            } else {
+                sources.erase(it);
+            }
+            ++n;
+            (*cb)();
+        }
+        return n;
+    }
+
+    int run_once(milliseconds timeout) {
+        const bool has_deadline = timeout.count() >= 0;
+        const clock::time_point deadline = clock::now() + (has_deadline ? timeout : milliseconds(0));
+        for (;;) {
+            if (items_dirty) rebuild_items();
+            bool immediate = !pending.empty() || watcher_more;
+            // Asked even when immediate, because sigaction consumes its flag here.
+            immediate = watcher->wants_immediate_poll() || immediate;
+            clock::time_point now = clock::now();
+            int wait = poll_timeout(now, has_deadline, deadline, immediate);
+
+            for (auto& item : items) item.revents = 0;
+            int rc = zmq_poll(items.data(), static_cast<int>(items.size()), wait);
+            ++stats.polls;
+            bool interrupted = false;
+            if (rc < 0) {
+                int err = zmq_errno();
+                if (err != EINTR) detail::throw_errno(err, "zreap: zmq_poll");
+                interrupted = true;
+                ++stats.interrupted;
+            }
+
+            detail::poll_result r;
+            r.interrupted = interrupted;
+            ready.clear();
+            if (!interrupted) {
+                if (first_io_item > 0 && items[0].revents) r.woken = true;
+                for (std::size_t i = first_io_item; i < items.size(); ++i)
+                    if (items[i].revents) ready.emplace_back(item_ids[i], items[i].revents);
+            }
+
+            std::size_t budget = opts.max_exits_per_iteration > pending.size()
+                                     ? opts.max_exits_per_iteration - pending.size()
+                                     : 0;
+            reap_buf.clear();
+            watcher_more = budget > 0 ? watcher->reap(r, reap_buf, budget) : true;
+            for (const exit_status& st : reap_buf) {
+                ++stats.exits;
+                auto c = children.find(st.pid);
+                if (c == children.end()) continue;  // only a foreign-reaping backend does this
+                sources[c->second].reaped = true;
+                pending.push_back({c->second, st});
+                children.erase(c);
+                detail::release_pid(st.pid);
+            }
+
+            // Output before exit: fds first, so a child's last words are read before its
+            // exit callback runs; then exits; then timers.
+            int n = dispatch_io();
+            bool deferred = false;
+            n += dispatch_exits(deferred);
+            n += dispatch_timers(clock::now());
+            if (n > 0) return n;
+            if (!interrupted && !deferred && !immediate && !r.woken) ++stats.idle_wakeups;
+            if (stop_requested) return 0;
+            if (has_deadline && clock::now() >= deadline) return 0;
+        }
+    }
+};
+
+loop::loop() : loop(loop_options{}) {}
+
+loop::loop(backend b) : loop([b] {
+                            loop_options o;
+                            o.which = b;
+                            return o;
+                        }()) {}
+
+loop::loop(const loop_options& options) : impl_(std::make_unique<impl>(options)) {}
+
+loop::~loop() = default;
+loop::loop(loop&&) noexcept = default;
+loop& loop::operator=(loop&&) noexcept = default;
+
+backend loop::which() const noexcept { return impl_->id; }
+capabilities loop::caps() const noexcept { return impl_->caps; }
+
+source_id loop::add_socket(void* zmq_socket, short events, std::function<void(short)> cb) {
+    if (!zmq_socket) detail::throw_errno(EINVAL, "zreap::loop::add_socket: null socket");
+    if (!cb) detail::throw_errno(EINVAL, "zreap::loop::add_socket: empty callback");
+    source s;
+    s.socket = zmq_socket;
+    s.events = events;
+    s.io_cb = std::make_shared<std::function<void(short)>>(std::move(cb));
+    impl_->items_dirty = true;
+    return impl_->add(std::move(s));
+}
+
+source_id loop::add_fd(int fd, short events, std::function<void(short)> cb) {
+    if (fd < 0) detail::throw_errno(EBADF, "zreap::loop::add_fd(" + std::to_string(fd) + ")");
+    if (!cb) detail::throw_errno(EINVAL, "zreap::loop::add_fd: empty callback");
+    source s;
+    s.fd = fd;
+    s.events = events;
+    s.io_cb = std::make_shared<std::function<void(short)>>(std::move(cb));
+    impl_->items_dirty = true;
+    return impl_->add(std::move(s));
+}
+
+source_id loop::add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
+                          std::function<void()> cb) {
+    if (!cb) detail::throw_errno(EINVAL, "zreap::loop::add_timer: empty callback");
+    if (first.count() < 0 || every.count() < 0)
+        detail::throw_errno(EINVAL, "zreap::loop::add_timer: negative interval");
+    source s;
+    s.k = kind::timer;
+    s.every = every;
+    s.timer_cb = std::make_shared<std::function<void()>>(std::move(cb));
+    source_id sid = impl_->add(std::move(s));
+    impl_->sources[sid].timer_pos = impl_->timers.emplace(clock::now() + first, sid);
+    return sid;
+}
+
+source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
+                            const watch_options& options) {
+    const std::string what = "zreap::loop::watch_child(" + std::to_string(pid) + ")";
+    if (pid <= 0) detail::throw_errno(EINVAL, what + ": not a process id");
+    if (!cb) detail::throw_errno(EINVAL, what + ": empty callback");
+    // WNOWAIT: ask whether pid is our unreaped child without reaping it.
+    siginfo_t si{};
+    int rc;
+    while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT)) < 0 &&
+           errno == EINTR) {
+    }
+    if (rc < 0) {
+        int err = errno;
+        detail::throw_errno(err, err == ECHILD
+                                     ? what + ": not a child of this process, or already reaped"
+                                     : what + ": waitid");
+    }
+    if (!detail::claim_pid(pid))
+        detail::throw_errno(EEXIST, what + ": already watched by a zreap loop in this process");
+    try {
+        impl_->watcher->watch(pid, options.pidfd);
+    } catch (...) {
+        detail::release_pid(pid);
+        throw;
+    }
+    source s;
+    s.k = kind::child;
+    s.pid = pid;
+    s.drain_first = options.drain_first;
+    s.child_cb = std::make_shared<std::function<void(const exit_status&)>>(std::move(cb));
+    source_id sid = impl_->add(std::move(s));
+    impl_->children.emplace(pid, sid);
+    return sid;
+}
+
+void loop::remove(source_id id) noexcept {
+    auto it = impl_->sources.find(id);
+    if (it != impl_->sources.end()) impl_->erase(it);
+}
+
+bool loop::contains(source_id id) const noexcept { return impl_->sources.count(id) != 0; }
+
+std::size_t loop::size() const noexcept { return impl_->sources.size(); }
+
+void loop::run() {
+    impl_->stop_requested = false;
+    while (!impl_->stop_requested && !impl_->sources.empty()) impl_->run_once(milliseconds(-1));
+    impl_->stop_requested = false;
+}
+
+int loop::run_once(std::chrono::milliseconds timeout) { return impl_->run_once(timeout); }
+
+void loop::stop() noexcept { impl_->stop_requested = true; }
+
+loop_stats loop::stats() const noexcept {
+    loop_stats s = impl_->stats;
+    s.lost_wakeups = impl_->watcher->lost_wakeups();
+    return s;
+}
+
+}  // namespace zreap

@@ -1,0 +1,128 @@
+#include "sigchld_hub.hpp"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <string>
+
+#include "child_watcher.hpp"
+#include "error.hpp"
+
+namespace zreap::detail {
+
+namespace {
+
+// Fixed-size and lock-free, because the handler can only read what needs no lock.
+constexpr int max_slots = 256;
+
+enum slot_state : int { free_slot = 0, reserved = 1, active = 2 };
+
+struct slot {
+    std::atomic<int> state{free_slot};
+    int pipe_fd = -1;
+    std::atomic<int>* flag = nullptr;
+    std::atomic<pthread_t> thread{};
+};
+
+slot slots[max_slots];
+std::atomic<int> slots_used{0};    // high-water mark, so the handler scans only that far
+std::atomic<int> handlers_running{0};
+
+std::mutex hub_mutex;  // guards install/restore and slot reservation, never taken in the handler
+int subscribers = 0;
+struct sigaction previous {};
+
+void on_sigchld(int sig, siginfo_t* info, void* context) {
+    const int saved_errno = errno;
+    handlers_running.fetch_add(1, std::memory_order_acquire);
+    // si_code > 0 (CLD_EXITED, CLD_KILLED, ...) means the kernel sent it about a child;
+    // <= 0 means a process or thread sent it, pthread_kill forwarding included.
+    const bool from_kernel = info && info->si_code > 0;
+    pid_t pid = from_kernel ? info->si_pid : 0;
+    const int n = slots_used.load(std::memory_order_acquire);
+    for (int i = 0; i < n; ++i) {
+        slot& s = slots[i];
+        if (s.state.load(std::memory_order_acquire) != active) continue;
+        if (s.pipe_fd >= 0) {
+            ssize_t w = ::write(s.pipe_fd, &pid, sizeof pid);  // EAGAIN: already readable
+            (void)w;
+        } else if (s.flag) {
+            s.flag->store(1, std::memory_order_release);
+            pthread_t t = s.thread.load(std::memory_order_relaxed);
+            if (from_kernel && !pthread_equal(t, pthread_self())) pthread_kill(t, SIGCHLD);
+        }
+    }
+    handlers_running.fetch_sub(1, std::memory_order_release);
+    // The application's own handler, if it had one before zreap came.
+    if (previous.sa_flags & SA_SIGINFO) {
+        if (previous.sa_sigaction) previous.sa_sigaction(sig, info, context);
+    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN &&
+               previous.sa_handler) {
+        previous.sa_handler(sig);
+    }
+    errno = saved_errno;
+}
+
+int subscribe(int pipe_fd, std::atomic<int>* flag, pthread_t thread, const char* who) {
+    std::lock_guard<std::mutex> lock(hub_mutex);
+    if (subscribers == 0) {
+        require_reapable_sigchld(who);
+        struct sigaction sa {};
+        sa.sa_sigaction = on_sigchld;
+        sigemptyset(&sa.sa_mask);
+        // SA_RESTART keeps the application's other blocking calls from failing with EINTR
+        // (zmq_poll returns EINTR regardless); SA_NOCLDSTOP: stops are not exits.
+        sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NOCLDSTOP;
+        struct sigaction old {};
+        if (::sigaction(SIGCHLD, nullptr, &old) != 0) throw_errno(std::string(who) + ": sigaction(SIGCHLD)");
+        previous = old;
+        if (::sigaction(SIGCHLD, &sa, nullptr) != 0) throw_errno(std::string(who) + ": sigaction(SIGCHLD)");
+    }
+    for (int i = 0; i < max_slots; ++i) {
+        int expected = free_slot;
+        if (!slots[i].state.compare_exchange_strong(expected, reserved)) continue;
+        slots[i].pipe_fd = pipe_fd;
+        slots[i].flag = flag;
+        slots[i].thread.store(thread, std::memory_order_relaxed);
+        if (slots_used.load() <= i) slots_used.store(i + 1, std::memory_order_release);
+        slots[i].state.store(active, std::memory_order_release);
+        ++subscribers;
+        return i;
+    }
+    if (subscribers == 0) ::sigaction(SIGCHLD, &previous, nullptr);
+    throw_errno(EMFILE, std::string(who) + ": more than " + std::to_string(max_slots) +
+                            " loops use a SIGCHLD handler backend at once");
+}
+
+}  // namespace
+
+int sigchld_subscribe_pipe(int write_fd, const char* who) {
+    return subscribe(write_fd, nullptr, pthread_t{}, who);
+}
+
+int sigchld_subscribe_flag(std::atomic<int>* flag, pthread_t thread, const char* who) {
+    return subscribe(-1, flag, thread, who);
+}
+
+void sigchld_set_thread(int slot_index, pthread_t thread) noexcept {
+    slots[slot_index].thread.store(thread, std::memory_order_relaxed);
+}
+
+void sigchld_unsubscribe(int slot_index) noexcept {
+    std::lock_guard<std::mutex> lock(hub_mutex);
+    slot& s = slots[slot_index];
+    s.state.store(reserved, std::memory_order_release);
+    // A handler that loaded the slot before the store above may still be using its fd or
+    // flag; wait until every running handler is done. Handlers never block, so this is
+    // short, and it cannot be this thread's own handler (that would have finished first).
+    while (handlers_running.load(std::memory_order_acquire) != 0) sched_yield();
+    s.pipe_fd = -1;
+    s.flag = nullptr;
+    s.state.store(free_slot, std::memory_order_release);
+    if (--subscribers == 0) ::sigaction(SIGCHLD, &previous, nullptr);
+}
+
+}  // namespace zreap::detail

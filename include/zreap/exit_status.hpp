@@ -1,0 +1,53 @@
+#pragma once
+
+/// @file
+/// How a child ended.
+
+#include <string>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+namespace zreap {
+
+/// How a child process ended, as reaped by the loop.
+struct exit_status {
+    /// The child's process id (already reaped: the number may be reused by now).
+    pid_t pid = 0;
+    /// The wait(2)-style status word; the accessors below decode it.
+    int raw = 0;
+
+    /// raw's value when the child was reaped by someone else before zreap could read its
+    /// status (a waitpid(-1) elsewhere, SIGCHLD set to SIG_IGN after watch_child).
+    static constexpr int unknown_raw = -1;
+
+    /// The child is gone but its status was taken by other code: neither exited() nor
+    /// signaled() holds.
+    bool unknown() const noexcept { return raw == unknown_raw; }
+    /// The child called exit() or returned from main().
+    bool exited() const noexcept { return !unknown() && WIFEXITED(raw); }
+    /// Its exit code (0-255); meaningful when exited().
+    int exit_code() const noexcept { return exited() ? WEXITSTATUS(raw) : -1; }
+    /// The child was killed by a signal.
+    bool signaled() const noexcept { return !unknown() && WIFSIGNALED(raw); }
+    /// The signal that killed it; meaningful when signaled().
+    int term_signal() const noexcept { return signaled() ? WTERMSIG(raw) : 0; }
+    /// The kernel wrote a core dump when the signal killed it.
+    bool core_dumped() const noexcept;
+
+    /// Builds a status from a waitid(2) result (si_pid, si_code, si_status).
+    static exit_status from_siginfo(const siginfo_t& info) noexcept;
+    /// Builds a status from a waitpid(2) status word.
+    static exit_status from_wait_status(pid_t pid, int status) noexcept;
+
+    friend bool operator==(const exit_status& a, const exit_status& b) noexcept {
+        return a.pid == b.pid && a.raw == b.raw;
+    }
+    friend bool operator!=(const exit_status& a, const exit_status& b) noexcept {
+        return !(a == b);
+    }
+};
+
+/// "pid 1234 exited with code 3", "pid 1234 killed by signal 9 (SIGKILL), core dumped".
+std::string to_string(const exit_status& s);
+
+}  // namespace zreap

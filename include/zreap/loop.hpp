@@ -1,0 +1,131 @@
+#pragma once
+
+/// @file
+/// One event loop on top of zmq_poll(): zmq sockets, plain fds, timers and child exits.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sys/types.h>
+#include <vector>
+
+#include <zreap/backend.hpp>
+#include <zreap/exit_status.hpp>
+
+namespace zreap {
+
+/// Identifies a source registered with a loop; never reused within one loop. 0 is never
+/// a valid id.
+using source_id = std::uint64_t;
+
+/// Everything a loop can be tuned with. The defaults suit almost everyone.
+struct loop_options {
+    /// Backend to use; unset = default_backend().
+    std::optional<zreap::backend> which;
+    /// Longest single zmq_poll wait for backends that can lose a wakeup (sigaction): an exit
+    /// whose signal slipped in just before zmq_poll is noticed after at most this long.
+    /// Ignored by the race-free backends, which never wake up on a timer of their own.
+    std::chrono::milliseconds wakeup_cap{50};
+    /// At most this many child exits are reaped and dispatched per loop iteration, so that
+    /// an exit storm never starves sockets and fds (they are polled between batches).
+    std::size_t max_exits_per_iteration = 64;
+};
+
+/// Counters a loop keeps about itself; tests and benchmarks read them.
+struct loop_stats {
+    std::uint64_t polls = 0;         ///< zmq_poll calls
+    std::uint64_t idle_wakeups = 0;  ///< zmq_poll returns that dispatched nothing
+    std::uint64_t interrupted = 0;   ///< zmq_poll returns with EINTR
+    std::uint64_t exits = 0;         ///< child exits reaped by this loop
+    /// Wakeups where the backend found exits that had not woken the poll (sigaction's
+    /// lost-wakeup race, recovered by the wakeup cap). Always 0 for race-free backends.
+    std::uint64_t lost_wakeups = 0;
+};
+
+/// Options for one watched child.
+struct watch_options {
+    /// A pidfd for the child that the caller already holds (from clone(CLONE_PIDFD) or
+    /// pidfd_open), or -1. The loop duplicates it and the caller keeps its own. The pidfd
+    /// backend then needs no pidfd_open, which closes the pid-reuse window.
+    int pidfd = -1;
+    /// Fds (pipes from the child) whose buffered data must be delivered before the exit
+    /// callback runs: while one of them is still a source of this loop and has unread
+    /// bytes, the exit callback waits and the fd callbacks run first.
+    std::vector<int> drain_first;
+};
+
+/// A single-threaded event loop on zmq_poll(). Create, use and destroy a loop on one
+/// thread; several loops may live in several threads where the backend allows it
+/// (capabilities::multiple_loops).
+///
+/// Callbacks may add and remove sources (themselves included), watch or spawn children
+/// and call stop(). A source removed during a dispatch is never called again, not even
+/// later in the same dispatch. An exception thrown by a callback propagates out of run()
+/// or run_once(); the loop stays usable and no reaped exit is lost.
+class loop {
+public:
+    /// Uses default_backend(). Throws std::system_error (see below).
+    loop();
+    /// Uses @p b. Throws std::system_error if @p b is not compiled in or not usable here,
+    /// or the backend cannot start (SIGCHLD ignored, another thread leaves SIGCHLD
+    /// unblocked for signalfd, a second libev loop, EMFILE, ...).
+    explicit loop(backend b);
+    explicit loop(const loop_options& options);
+    ~loop();
+    loop(loop&&) noexcept;
+    loop& operator=(loop&&) noexcept;
+    loop(const loop&) = delete;
+    loop& operator=(const loop&) = delete;
+
+    /// The backend this loop uses.
+    backend which() const noexcept;
+    /// What that backend promises.
+    capabilities caps() const noexcept;
+
+    /// Calls @p cb with zmq revents (ZMQ_POLLIN/ZMQ_POLLOUT) when the zmq socket is ready
+    /// for @p events. Readiness is level-triggered: @p cb runs again while it stays ready.
+    source_id add_socket(void* zmq_socket, short events, std::function<void(short)> cb);
+    /// Calls @p cb with zmq revents when @p fd is ready for @p events (ZMQ_POLLIN,
+    /// ZMQ_POLLOUT). Hang-up and errors arrive as ZMQ_POLLERR. The loop does not own @p fd.
+    source_id add_fd(int fd, short events, std::function<void(short)> cb);
+    /// Calls @p cb after @p first, then every @p every (0 = once). Monotonic clock.
+    source_id add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
+                        std::function<void()> cb);
+    /// Calls @p cb once, when child @p pid exits, after reaping it. Throws
+    /// std::system_error: ECHILD if @p pid is not an unreaped child of this process,
+    /// EEXIST if a zreap loop in this process already watches it, EMFILE and the like from
+    /// the backend. A child that exited before this call is reported promptly.
+    source_id watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
+                          const watch_options& options = {});
+    /// Removes a source. For a child, its exit will not be reported and the child is not
+    /// reaped by zreap: other code may waitpid() it. Unknown ids are ignored, so removing
+    /// twice is harmless.
+    void remove(source_id id) noexcept;
+    /// True while @p id is registered.
+    bool contains(source_id id) const noexcept;
+    /// Number of registered sources of every kind.
+    std::size_t size() const noexcept;
+
+    /// Polls and dispatches until stop() is called or no source is left.
+    void run();
+    /// Polls once, waiting at most @p timeout (negative = no limit) for something to
+    /// happen, dispatches what is ready and returns how many callbacks ran. EINTR restarts
+    /// the wait with the remaining time.
+    int run_once(std::chrono::milliseconds timeout);
+    /// Makes run() return after the current dispatch. Call it on the loop's thread
+    /// (typically from a callback).
+    void stop() noexcept;
+
+    /// Counters about this loop.
+    loop_stats stats() const noexcept;
+
+    struct impl;
+
+private:
+    std::unique_ptr<impl> impl_;
+};
+
+}  // namespace zreap

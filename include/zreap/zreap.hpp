@@ -1,0 +1,9 @@
+#pragma once
+
+/// @file
+/// The whole public API of zreap.
+
+#include <zreap/backend.hpp>
+#include <zreap/exit_status.hpp>
+#include <zreap/loop.hpp>
+#include <zreap/version.hpp>

@@ -1,0 +1,433 @@
+// The contract every backend is held to (../shared/design/brief.md, "The contract").
+// Written once and run for every compiled backend; where a backend differs for real, the
+// test asserts the capability it declares instead of skipping.
+
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
+#include <zmq.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "helpers.hpp"
+
+using namespace zreap_test;
+using zreap::backend;
+using zreap::exit_status;
+
+namespace {
+
+class Contract : public ::testing::TestWithParam<backend> {
+protected:
+    void SetUp() override {
+        ASSERT_TRUE(zreap::backend_usable(GetParam()))
+            << to_string(GetParam()) << " is compiled in but not usable on this machine";
+        sigprocmask(SIG_SETMASK, nullptr, &mask_before_);
+        sigaction(SIGCHLD, nullptr, &chld_before_);
+    }
+    void TearDown() override {
+        reap_leftovers();
+        sigset_t now;
+        sigprocmask(SIG_SETMASK, nullptr, &now);
+        for (int s = 1; s < NSIG; ++s)
+            EXPECT_EQ(sigismember(&now, s), sigismember(&mask_before_, s)) << "signal " << s;
+        struct sigaction sa {};
+        sigaction(SIGCHLD, nullptr, &sa);
+        EXPECT_EQ(sa.sa_handler, chld_before_.sa_handler) << "SIGCHLD disposition not restored";
+    }
+    zreap::loop make() { return zreap::loop(GetParam()); }
+    zreap::capabilities caps() const { return zreap::backend_capabilities(GetParam()); }
+
+    sigset_t mask_before_{};
+    struct sigaction chld_before_ {};
+};
+
+// 1. Every exit reported exactly once with the right code, signal and core flag.
+TEST_P(Contract, ReportsExitCodes) {
+    auto lp = make();
+    std::map<pid_t, exit_status> seen;
+    int calls = 0;
+    std::map<pid_t, int> expected;
+    for (int code : {0, 1, 42, 255}) {
+        pid_t pid = exit_now(code);
+        expected[pid] = code;
+        lp.watch_child(pid, [&](const exit_status& s) {
+            ++calls;
+            seen[s.pid] = s;
+        });
+    }
+    ASSERT_TRUE(run_until(lp, [&] { return seen.size() == expected.size(); }));
+    lp.run_once(0ms);
+    EXPECT_EQ(calls, 4);
+    for (auto [pid, code] : expected) {
+        EXPECT_TRUE(seen[pid].exited());
+        EXPECT_FALSE(seen[pid].signaled());
+        EXPECT_EQ(seen[pid].exit_code(), code);
+    }
+}
+
+TEST_P(Contract, ReportsSignals) {
+    auto lp = make();
+    std::map<pid_t, exit_status> seen;
+    pid_t killed = die_by(SIGKILL);
+    pid_t aborted = die_by(SIGTERM);
+    for (pid_t p : {killed, aborted})
+        lp.watch_child(p, [&](const exit_status& s) { seen[s.pid] = s; });
+    ASSERT_TRUE(run_until(lp, [&] { return seen.size() == 2; }));
+    EXPECT_TRUE(seen[killed].signaled());
+    EXPECT_EQ(seen[killed].term_signal(), SIGKILL);
+    EXPECT_FALSE(seen[killed].exited());
+    EXPECT_FALSE(seen[killed].core_dumped());
+    EXPECT_EQ(seen[aborted].term_signal(), SIGTERM);
+}
+
+TEST_P(Contract, ReportsCoreDump) {
+    // The child dumps core into a scratch directory of its own. Whether the kernel writes
+    // a core depends on core_pattern: a plain file name means it does, and then the
+    // kernel's CLD_DUMPED must reach exit_status::core_dumped().
+    char dir[] = "/tmp/zreap-core-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    auto lp = make();
+    exit_status seen;
+    pid_t pid = fork_child([&dir] {
+        struct rlimit r {RLIM_INFINITY, RLIM_INFINITY};
+        setrlimit(RLIMIT_CORE, &r);
+        if (chdir(dir) != 0) return 98;
+        signal(SIGQUIT, SIG_DFL);
+        kill(getpid(), SIGQUIT);
+        return 99;
+    });
+    lp.watch_child(pid, [&](const exit_status& s) { seen = s; });
+    ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; }));
+    EXPECT_TRUE(seen.signaled());
+    EXPECT_EQ(seen.term_signal(), SIGQUIT);
+    char pattern[256] = {};
+    if (FILE* f = fopen("/proc/sys/kernel/core_pattern", "r")) {
+        if (!fgets(pattern, sizeof pattern, f)) pattern[0] = 0;
+        fclose(f);
+    }
+    if (pattern[0] && pattern[0] != '|' && pattern[0] != '/') {
+        EXPECT_TRUE(seen.core_dumped());
+    }
+    std::filesystem::remove_all(dir);
+}
+
+// 2. No lost wakeup: the callback runs promptly after the exit, with no timer of ours.
+TEST_P(Contract, WakesPromptlyOnExit) {
+    auto lp = make();
+    gated_child child(7);
+    clock_type::time_point got{};
+    lp.watch_child(child.pid(), [&](const exit_status&) { got = clock_type::now(); });
+    lp.run_once(0ms);
+    auto opened = clock_type::now();
+    child.open();
+    // One blocking call: it must return because of the exit, not because of a timeout.
+    auto bound = 10s;
+    while (got == clock_type::time_point{} && clock_type::now() - opened < bound)
+        lp.run_once(std::chrono::duration_cast<std::chrono::milliseconds>(bound));
+    ASSERT_NE(got, clock_type::time_point{});
+    auto latency = got - opened;
+    if (caps().race_free) {
+        EXPECT_LT(latency, 2s) << "exit noticed only after a timeout";
+    } else {
+        // sigaction: at most its cap (50 ms by default) beyond the exit, plus scheduling.
+        EXPECT_LT(latency, 2s);
+    }
+}
+
+// 3. Many children exiting at once (coalesced SIGCHLDs) are all reported.
+TEST_P(Contract, ManySimultaneousExits) {
+    auto lp = make();
+    constexpr int n = 200;
+    int fds[2];
+    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+    std::map<pid_t, int> expected;
+    std::map<pid_t, int> got;
+    int calls = 0;
+    for (int i = 0; i < n; ++i) {
+        int rd = fds[0];
+        int code = i % 256;
+        pid_t pid = fork_child(
+            [rd, code] {
+                char c;
+                while (read(rd, &c, 1) < 0 && errno == EINTR) {
+                }
+                return code;
+            },
+            rd);
+        expected[pid] = code;
+        lp.watch_child(pid, [&](const exit_status& s) {
+            ++calls;
+            got[s.pid] = s.exit_code();
+        });
+    }
+    close(fds[0]);
+    close(fds[1]);  // every child sees EOF at once
+    ASSERT_TRUE(run_until(lp, [&] { return got.size() == expected.size(); }))
+        << got.size() << " of " << n << " reported";
+    lp.run_once(0ms);
+    EXPECT_EQ(calls, n);
+    EXPECT_EQ(got, expected);
+}
+
+// 4. A child that had exited before watch_child is reported promptly.
+TEST_P(Contract, ChildExitedBeforeWatch) {
+    auto lp = make();
+    pid_t pid = exit_now(3);
+    wait_until_zombie(pid);
+    exit_status seen;
+    lp.watch_child(pid, [&](const exit_status& s) { seen = s; });
+    auto start = clock_type::now();
+    ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; }));
+    EXPECT_EQ(seen.exit_code(), 3);
+    EXPECT_LT(clock_type::now() - start, 2s);
+}
+
+// 5. Children the loop does not watch are left for their owner.
+TEST_P(Contract, LeavesForeignChildrenAlone) {
+    auto lp = make();
+    pid_t foreign = exit_now(5);
+    wait_until_zombie(foreign);
+    pid_t mine = exit_now(6);
+    bool done = false;
+    lp.watch_child(mine, [&](const exit_status&) { done = true; });
+    ASSERT_TRUE(run_until(lp, [&] { return done; }));
+    int status = 0;
+    pid_t r = waitpid(foreign, &status, WNOHANG);
+    if (caps().reaps_foreign_children) {
+        EXPECT_EQ(r, -1) << "backend declares it reaps foreign children";
+        EXPECT_EQ(errno, ECHILD);
+    } else {
+        ASSERT_EQ(r, foreign) << "the loop reaped a child it did not watch";
+        EXPECT_EQ(WEXITSTATUS(status), 5);
+    }
+}
+
+// 6. Not our child, or watched twice: a clear error.
+TEST_P(Contract, RejectsNonChildAndDuplicates) {
+    auto lp = make();
+    try {
+        lp.watch_child(1, [](const exit_status&) {});
+        FAIL() << "watch_child(1) succeeded";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code().value(), ECHILD);
+        EXPECT_NE(std::string(e.what()).find("watch_child(1)"), std::string::npos) << e.what();
+    }
+    gated_child child;
+    lp.watch_child(child.pid(), [](const exit_status&) {});
+    try {
+        lp.watch_child(child.pid(), [](const exit_status&) {});
+        FAIL() << "second watch_child succeeded";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code().value(), EEXIST);
+    }
+    EXPECT_THROW(lp.watch_child(0, [](const exit_status&) {}), std::system_error);
+    EXPECT_THROW(lp.watch_child(-5, [](const exit_status&) {}), std::system_error);
+}
+
+// 7. Removing a child source before the exit: no callback, no crash, child still waitable.
+TEST_P(Contract, RemoveBeforeExit) {
+    auto lp = make();
+    gated_child removed(9);
+    gated_child kept(10);
+    bool removed_called = false, kept_called = false;
+    auto id = lp.watch_child(removed.pid(), [&](const exit_status&) { removed_called = true; });
+    lp.watch_child(kept.pid(), [&](const exit_status&) { kept_called = true; });
+    lp.remove(id);
+    lp.remove(id);  // twice is harmless
+    EXPECT_FALSE(lp.contains(id));
+    removed.open();
+    wait_until_zombie(removed.pid());
+    kept.open();
+    ASSERT_TRUE(run_until(lp, [&] { return kept_called; }));
+    lp.run_once(0ms);
+    EXPECT_FALSE(removed_called);
+    if (!caps().reaps_foreign_children) {
+        int status = 0;
+        ASSERT_EQ(waitpid(removed.pid(), &status, 0), removed.pid());
+        EXPECT_EQ(WEXITSTATUS(status), 9);
+    }
+}
+
+// 8. Callbacks may spawn and watch the next child, remove sources and stop the loop: the
+// respawn pattern of the original article.
+TEST_P(Contract, RespawnFromCallback) {
+    auto lp = make();
+    int generation = 0;
+    std::function<void(const exit_status&)> on_exit = [&](const exit_status& s) {
+        EXPECT_EQ(s.exit_code(), generation % 256);
+        if (++generation == 25) {
+            lp.stop();
+            return;
+        }
+        lp.watch_child(exit_now(generation), on_exit);
+    };
+    lp.watch_child(exit_now(0), on_exit);
+    auto guard = lp.add_timer(20s, 0ms, [&] { lp.stop(); });
+    lp.run();
+    lp.remove(guard);
+    EXPECT_EQ(generation, 25);
+}
+
+TEST_P(Contract, CallbackRemovesOtherChild) {
+    auto lp = make();
+    pid_t a = exit_now(1);
+    pid_t b = exit_now(2);
+    wait_until_zombie(a);
+    wait_until_zombie(b);
+    int calls = 0;
+    zreap::source_id ida = 0, idb = 0;
+    ida = lp.watch_child(a, [&](const exit_status&) {
+        ++calls;
+        lp.remove(idb);
+    });
+    idb = lp.watch_child(b, [&](const exit_status&) {
+        ++calls;
+        lp.remove(ida);
+    });
+    ASSERT_TRUE(run_until(lp, [&] { return calls >= 1; }));
+    for (int i = 0; i < 5; ++i) lp.run_once(10ms);
+    EXPECT_EQ(calls, 1) << "a source removed during dispatch was still called";
+}
+
+// 9. Several loops in several threads each hear only their own children.
+TEST_P(Contract, LoopsInSeveralThreads) {
+    if (!caps().multiple_loops) {
+        auto first = make();
+        std::string error;
+        std::thread t([&] {
+            try {
+                zreap::loop second(GetParam());
+            } catch (const std::system_error& e) {
+                error = e.what();
+            }
+        });
+        t.join();
+        EXPECT_FALSE(error.empty()) << "capability says one loop only, but a second was made";
+        return;
+    }
+    constexpr int threads = 4, per_thread = 25;
+    std::atomic<int> wrong{0}, total{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&, t] {
+            zreap::loop lp(GetParam());
+            std::set<pid_t> mine;
+            int got = 0;
+            for (int i = 0; i < per_thread; ++i) {
+                pid_t pid = exit_now(t);
+                mine.insert(pid);
+                lp.watch_child(pid, [&](const exit_status& s) {
+                    if (!mine.count(s.pid) || s.exit_code() != t) ++wrong;
+                    ++got;
+                });
+            }
+            run_until(lp, [&] { return got == per_thread; });
+            total += got;
+        });
+    }
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(total.load(), threads * per_thread);
+    EXPECT_EQ(wrong.load(), 0);
+}
+
+// 11. Teardown restores the SIGCHLD disposition and mask (checked in TearDown) and closes
+// every fd the loop opened; every fd it opened is close-on-exec.
+TEST_P(Contract, TeardownClosesFdsAndTheyAreCloexec) {
+    auto before = open_fds();
+    {
+        auto lp = make();
+        std::vector<std::unique_ptr<gated_child>> kids;
+        for (int i = 0; i < 5; ++i) {
+            kids.push_back(std::make_unique<gated_child>());
+        }
+        auto with_kids = open_fds();
+        for (auto& k : kids) lp.watch_child(k->pid(), [](const exit_status&) {});
+        lp.run_once(0ms);
+        for (int fd : open_fds()) {
+            if (before.count(fd) || with_kids.count(fd)) continue;
+            int flags = fcntl(fd, F_GETFD);
+            EXPECT_TRUE(flags >= 0 && (flags & FD_CLOEXEC)) << "fd " << fd << " lacks FD_CLOEXEC";
+        }
+        for (auto& k : kids) k->open();
+        for (auto& k : kids) wait_until_zombie(k->pid());
+    }
+    EXPECT_EQ(open_fds(), before);
+    // The exited, still-watched children were reaped by the loop's destructor.
+    EXPECT_EQ(reap_leftovers(), 0);
+}
+
+TEST_P(Contract, RestoresApplicationHandler) {
+    static std::atomic<int> app_calls{0};
+    struct sigaction app {}, old {};
+    app.sa_handler = [](int) { ++app_calls; };
+    sigemptyset(&app.sa_mask);
+    app.sa_flags = SA_RESTART;
+    ASSERT_EQ(sigaction(SIGCHLD, &app, &old), 0);
+    {
+        auto lp = make();
+        bool done = false;
+        lp.watch_child(exit_now(0), [&](const exit_status&) { done = true; });
+        ASSERT_TRUE(run_until(lp, [&] { return done; }));
+    }
+    struct sigaction now {};
+    sigaction(SIGCHLD, nullptr, &now);
+    EXPECT_EQ(now.sa_handler, app.sa_handler) << "the application's SIGCHLD handler was not restored";
+    EXPECT_EQ(now.sa_flags & (SA_RESTART | SA_SIGINFO), SA_RESTART);
+    sigaction(SIGCHLD, &old, nullptr);
+}
+
+// 13. An idle loop with no timers makes no wakeups (sigaction: one per cap).
+TEST_P(Contract, IdleLoopDoesNotWakeUp) {
+    auto lp = make();
+    gated_child child;
+    lp.watch_child(child.pid(), [](const exit_status&) {});
+    lp.run_once(0ms);
+    auto before = lp.stats();
+    EXPECT_EQ(lp.run_once(600ms), 0);
+    auto after = lp.stats();
+    auto polls = after.polls - before.polls;
+    if (caps().race_free) {
+        EXPECT_EQ(polls, 1u) << "an idle race-free loop woke up on its own";
+    } else {
+        EXPECT_GE(polls, 2u);
+        EXPECT_LE(polls, 600u / 50 + 3) << "more wakeups than one per cap";
+    }
+}
+
+// A SIGCHLD-ignoring process: the signal-driven backends refuse clearly.
+TEST_P(Contract, RefusesWhenSigchldIgnored) {
+    struct sigaction ign {}, old {};
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    ASSERT_EQ(sigaction(SIGCHLD, &ign, &old), 0);
+    bool usable = zreap::backend_usable(GetParam());
+    std::string error;
+    try {
+        zreap::loop lp(GetParam());
+    } catch (const std::system_error& e) {
+        error = e.what();
+    }
+    sigaction(SIGCHLD, &old, nullptr);
+    if (GetParam() == backend::pidfd) {
+        // pidfd needs no signal; watch_child then reports what the kernel does (ECHILD).
+        EXPECT_TRUE(usable);
+        EXPECT_TRUE(error.empty()) << error;
+    } else {
+        EXPECT_FALSE(usable);
+        EXPECT_NE(error.find("SIG_IGN"), std::string::npos) << error;
+    }
+}
+
+std::string param_name(const ::testing::TestParamInfo<backend>& info) {
+    return std::string(zreap::to_string(info.param));
+}
+
+}  // namespace
+
+INSTANTIATE_TEST_SUITE_P(Backends, Contract, ::testing::ValuesIn(zreap::compiled_backends()),
+                         param_name);

@@ -1,0 +1,138 @@
+#pragma once
+
+// Children for the tests, made with fork() and _exit(): nothing but async-signal-safe
+// calls runs in them, so forking from the multi-threaded test process is safe.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <set>
+#include <stdexcept>
+#include <string>
+
+#include <zreap/zreap.hpp>
+
+namespace zreap_test {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+/// Forks a child that runs @p body and _exits with its return value. The child keeps only
+/// stdio and @p keep_fd: a gate pipe's write end must not survive in other children, or
+/// closing it in the parent would not let the gated child go.
+template <typename F>
+pid_t fork_child(F body, int keep_fd = -1) {
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        if (keep_fd > 3) ::close_range(3, static_cast<unsigned>(keep_fd - 1), 0);
+        if (keep_fd != 3) ::close_range(keep_fd < 3 ? 3u : static_cast<unsigned>(keep_fd + 1), ~0u, 0);
+        else ::close_range(4, ~0u, 0);
+        // Unblock SIGCHLD and any other signal the test process blocked: the children of
+        // the tests behave like ordinary programs.
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::_exit(body());
+    }
+    return pid;
+}
+
+/// A child that exits with @p code at once.
+inline pid_t exit_now(int code) {
+    return fork_child([code] { return code; });
+}
+
+/// A child that kills itself with @p sig.
+inline pid_t die_by(int sig) {
+    return fork_child([sig] {
+        struct rlimit no_core {0, 0};
+        if (sig == SIGABRT || sig == SIGSEGV || sig == SIGQUIT) setrlimit(RLIMIT_CORE, &no_core);
+        signal(sig, SIG_DFL);
+        ::kill(::getpid(), sig);
+        return 99;
+    });
+}
+
+/// A child that waits until the gate is opened (or closed), then exits with @p code.
+/// The test decides exactly when the exit happens, without sleeping.
+class gated_child {
+public:
+    explicit gated_child(int code = 0) {
+        int fds[2];
+        if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+        int rd = fds[0];
+        pid_ = fork_child(
+            [rd, code] {
+                char c;
+                while (::read(rd, &c, 1) < 0 && errno == EINTR) {
+                }
+                return code;
+            },
+            rd);
+        ::close(rd);
+        write_ = fds[1];
+    }
+    ~gated_child() { open(); }
+    gated_child(const gated_child&) = delete;
+    gated_child& operator=(const gated_child&) = delete;
+    pid_t pid() const { return pid_; }
+    /// Lets the child exit.
+    void open() {
+        if (write_ >= 0) ::close(write_);
+        write_ = -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+    int write_ = -1;
+};
+
+/// Waits (without reaping) until @p pid is a zombie.
+inline void wait_until_zombie(pid_t pid) {
+    siginfo_t si{};
+    while (::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {
+    }
+}
+
+/// Runs @p lp until @p done() or @p bound has passed; true if done() became true.
+inline bool run_until(zreap::loop& lp, const std::function<bool()>& done,
+                      std::chrono::milliseconds bound = std::chrono::seconds(20)) {
+    auto end = clock_type::now() + bound;
+    while (!done()) {
+        if (clock_type::now() >= end) return false;
+        lp.run_once(100ms);
+    }
+    return true;
+}
+
+/// The fds open in this process now.
+inline std::set<int> open_fds() {
+    std::set<int> fds;
+    DIR* d = ::opendir("/proc/self/fd");
+    if (!d) return fds;
+    int self = ::dirfd(d);
+    while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        int fd = std::atoi(e->d_name);
+        if (fd != self) fds.insert(fd);
+    }
+    ::closedir(d);
+    return fds;
+}
+
+/// Reaps every child of this process that has exited; returns how many.
+inline int reap_leftovers() {
+    int n = 0;
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) ++n;
+    return n;
+}
+
+}  // namespace zreap_test

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Counts test cases across meson build directories and prints one closing line:
+'N passed, N failed' (', N skipped' when some were).
+
+Each meson test that wrote a GoogleTest XML report contributes its test cases; a meson
+test without a report (a crash before the report, or a non-gtest test) counts as one case.
+A meson test that failed although its report shows no failure (a sanitizer report at exit,
+a timeout) counts as one more failure, so nothing red is ever hidden.
+"""
+import json
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+
+def gtest_counts(path):
+    root = ET.parse(path).getroot()
+    total = int(root.get("tests", 0))
+    failed = int(root.get("failures", 0)) + int(root.get("errors", 0))
+    skipped = int(root.get("skipped", 0)) + int(root.get("disabled", 0))
+    return total - failed - skipped, failed, skipped
+
+
+def main(build_dirs):
+    passed = failed = skipped = 0
+    for bd in build_dirs:
+        log = os.path.join(bd, "meson-logs", "testlog.json")
+        if not os.path.exists(log):
+            print(f"summarize: no test log in {bd}", file=sys.stderr)
+            failed += 1
+            continue
+        with open(log) as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                t = json.loads(line)
+                result = t.get("result", "")
+                cmd = " ".join(t.get("command", []))
+                m = re.search(r"--gtest_output=xml:(\S+)", cmd)
+                xml = m.group(1) if m else None
+                if xml and os.path.exists(xml):
+                    p, fl, s = gtest_counts(xml)
+                    passed += p
+                    failed += fl
+                    skipped += s
+                    if result not in ("OK", "SKIP") and fl == 0:
+                        failed += 1
+                    os.remove(xml)  # a stale report must not count in a later run
+                elif result == "OK":
+                    passed += 1
+                elif result == "SKIP":
+                    skipped += 1
+                else:
+                    failed += 1
+    line = f"{passed} passed, {failed} failed"
+    if skipped:
+        line += f", {skipped} skipped"
+    print(line)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or ["build"]))
