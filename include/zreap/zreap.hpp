@@ -6,4 +6,5 @@
 #include <zreap/backend.hpp>
 #include <zreap/exit_status.hpp>
 #include <zreap/loop.hpp>
+#include <zreap/spawn.hpp>
 #include <zreap/version.hpp>
