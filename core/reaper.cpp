@@ -1,0 +1,87 @@
+#include "reaper.hpp"
+
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <string>
+
+#include "error.hpp"
+
+namespace zreap::detail {
+
+void pid_reaper::watch(pid_t pid) {
+    watched_.insert(pid);
+    hints_.push_back(pid);
+}
+
+void pid_reaper::hint(pid_t pid) {
+    if (pid > 0 && watched_.count(pid))
+        hints_.push_back(pid);
+}
+
+bool pid_reaper::reap(bool signalled, std::vector<exit_status>& out, std::size_t max) {
+    const std::size_t limit = out.size() + max;
+    const bool peek = signalled || more_;
+    while (!hints_.empty() && out.size() < limit) {
+        pid_t pid = hints_.back();
+        hints_.pop_back();
+        if (watched_.count(pid))
+            try_reap(pid, out);
+    }
+    if (peek && out.size() < limit)
+        peek_and_reap(out, limit);
+    more_ = out.size() >= limit;
+    return more_ || !hints_.empty();
+}
+
+// Reaps @p pid if it has exited. True if it was reaped (or found reaped by other code).
+bool pid_reaper::try_reap(pid_t pid, std::vector<exit_status>& out) {
+    siginfo_t si{};
+    int rc;
+    while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG)) < 0 &&
+           errno == EINTR) {
+    }
+    if (rc < 0) {
+        if (errno != ECHILD)
+            throw_errno(std::string(who_) + ": waitid(P_PID)");
+        // Reaped behind our back by other code: report it without a status rather than
+        // never report the exit at all.
+        watched_.erase(pid);
+        out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
+        return true;
+    }
+    if (si.si_pid == 0)
+        return false;  // still running
+    watched_.erase(pid);
+    out.push_back(exit_status::from_siginfo(si));
+    return true;
+}
+
+void pid_reaper::peek_and_reap(std::vector<exit_status>& out, std::size_t limit) {
+    while (out.size() < limit) {
+        siginfo_t si{};
+        int rc = ::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc < 0 || si.si_pid == 0)
+            return;  // ECHILD (no children) or no zombie
+        if (watched_.count(si.si_pid)) {
+            try_reap(si.si_pid, out);
+            continue;
+        }
+        scan(out, limit);
+        return;
+    }
+}
+
+void pid_reaper::scan(std::vector<exit_status>& out, std::size_t limit) {
+    // A copy: try_reap erases from watched_ while we walk it.
+    scratch_.assign(watched_.begin(), watched_.end());
+    for (pid_t pid : scratch_) {
+        if (out.size() >= limit)
+            return;
+        try_reap(pid, out);
+    }
+}
+
+}  // namespace zreap::detail
