@@ -33,6 +33,7 @@ std::atomic<int> handlers_running{0};
 
 std::mutex hub_mutex;  // guards install/restore and slot reservation, never taken in the handler
 int subscribers = 0;
+const char* signalfd_owner = nullptr;  // who holds the signalfd reservation, if anyone
 struct sigaction previous {};
 
 void on_sigchld(int sig, siginfo_t* info, void* context) {
@@ -68,6 +69,10 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
 
 int subscribe(int pipe_fd, std::atomic<int>* flag, pthread_t thread, const char* who) {
     std::lock_guard<std::mutex> lock(hub_mutex);
+    if (signalfd_owner)
+        throw_errno(EBUSY, std::string(who) + ": a loop using the " + signalfd_owner +
+                               " blocks SIGCHLD in every thread and reads it itself; its "
+                               "signal handler would never run");
     if (subscribers == 0) {
         require_reapable_sigchld(who);
         struct sigaction sa {};
@@ -109,6 +114,25 @@ int sigchld_subscribe_flag(std::atomic<int>* flag, pthread_t thread, const char*
 
 void sigchld_set_thread(int slot_index, pthread_t thread) noexcept {
     slots[slot_index].thread.store(thread, std::memory_order_relaxed);
+}
+
+void sigchld_reserve_for_signalfd(const char* who) {
+    std::lock_guard<std::mutex> lock(hub_mutex);
+    if (signalfd_owner)
+        throw_errno(EBUSY, std::string(who) + ": another loop in this process already reads "
+                                              "SIGCHLD from a signalfd (" +
+                               signalfd_owner +
+                               "); two signalfds would steal each other's signals");
+    if (subscribers > 0)
+        throw_errno(EBUSY, std::string(who) + ": " + std::to_string(subscribers) +
+                               " loop(s) of a signal-handler backend (selfpipe, sigaction) "
+                               "are alive; with SIGCHLD blocked their handler would never run");
+    signalfd_owner = who;
+}
+
+void sigchld_release_signalfd() noexcept {
+    std::lock_guard<std::mutex> lock(hub_mutex);
+    signalfd_owner = nullptr;
 }
 
 void sigchld_unsubscribe(int slot_index) noexcept {

@@ -33,6 +33,16 @@ int sigchld_subscribe_flag(std::atomic<int>* flag, pthread_t thread, const char*
 /// Changes the thread a flag subscriber's signal is forwarded to.
 void sigchld_set_thread(int slot, pthread_t thread) noexcept;
 
+/// Reserves SIGCHLD for a loop that blocks it in every thread and reads it from a signalfd
+/// (the signalfd backend). A blocked SIGCHLD never reaches the hub's handler, and of two
+/// signalfds for it whichever is read first consumes the signal, so while the reservation
+/// is held there may be no subscriber and no second reservation, and subscribing fails.
+/// Throws std::system_error (EBUSY) naming @p who if that cannot be had.
+void sigchld_reserve_for_signalfd(const char* who);
+
+/// Gives up the reservation made by sigchld_reserve_for_signalfd().
+void sigchld_release_signalfd() noexcept;
+
 /// Ends a subscription. When it returns, the handler no longer uses the slot's fd or flag,
 /// so the caller may close or free them.
 void sigchld_unsubscribe(int slot) noexcept;

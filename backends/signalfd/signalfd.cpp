@@ -1,0 +1,135 @@
+// signalfd backend: SIGCHLD is blocked in every thread of the process, so it stays pending
+// until read from a signalfd that sits in the zmq_poll set. A pending signal keeps the
+// signalfd readable, so an exit just before zmq_poll still wakes it, and no handler runs.
+//
+// Blocked in every thread is the whole difference between working and losing exits: a
+// thread that leaves SIGCHLD unblocked can receive it, the default disposition discards
+// it there, and the signalfd never sees it (facts.md measured 4/20 and 13/20 exits lost
+// that way). The loop blocks SIGCHLD in the thread that makes it and refuses, naming the
+// thread, if any other thread leaves it unblocked: at construction and again on every
+// watch(), because threads can be created after the loop.
+//
+// Only one such loop per process: two signalfds for SIGCHLD steal each other's signals,
+// and a SIGCHLD handler of the selfpipe and sigaction backends would never run while the
+// signal is blocked everywhere; core/sigchld_hub keeps these apart (EBUSY).
+//
+// Standard signals do not queue, so one record can stand for many exits and ssi_pid is
+// only a hint: reaping is core/reaper's pid_reaper (hints, then a WNOWAIT peek), exactly
+// as for selfpipe, and never waitpid(-1).
+//
+// The loop must be destroyed on the thread that made it: that thread's mask is the one to
+// restore, and a thread cannot change another's.
+//
+// Linux: signalfd 2.6.22, its flags argument (signalfd4) 2.6.27; glibc 2.8.
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
+
+#include "core/child_watcher.hpp"
+#include "core/error.hpp"
+#include "core/reaper.hpp"
+#include "core/sigchld_hub.hpp"
+#include "core/sigchld_mask.hpp"
+#include "core/unique_fd.hpp"
+
+namespace zreap::detail {
+
+namespace {
+
+constexpr const char* who = "zreap signalfd backend";
+
+// Holds the process's one signalfd reservation of SIGCHLD for the watcher's life.
+class signalfd_reservation {
+  public:
+    signalfd_reservation() { sigchld_reserve_for_signalfd(who); }
+    ~signalfd_reservation() { sigchld_release_signalfd(); }
+    signalfd_reservation(const signalfd_reservation&) = delete;
+    signalfd_reservation& operator=(const signalfd_reservation&) = delete;
+};
+
+unique_fd make_sigchld_fd() {
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    unique_fd fd(::signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!fd)
+        throw_errno(std::string(who) + ": signalfd");
+    return fd;
+}
+
+class signalfd_watcher final : public child_watcher {
+  public:
+    // The members do the work in order, and unwind in reverse if a later step throws:
+    // a refused loop leaves the mask, the reservation and the fds as it found them.
+    signalfd_watcher() : block_(who), fd_(make_sigchld_fd()) {
+        require_sigchld_blocked_in_other_threads(who);
+    }
+
+    int wake_fd() const noexcept override { return fd_.get(); }
+
+    void watch(pid_t pid, int) override {
+        // A thread made since the last check (or one that unblocked SIGCHLD since) would
+        // lose this child's exit: refuse before watching.
+        require_sigchld_blocked_in_other_threads(who);
+        reaper_.watch(pid);
+    }
+
+    void unwatch(pid_t pid) noexcept override { reaper_.unwatch(pid); }
+
+    bool wants_immediate_poll() noexcept override { return reaper_.has_hints(); }
+
+    bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
+        // Read before reaping: a SIGCHLD after the read stays pending and keeps the
+        // signalfd readable, so nothing is lost between the two.
+        if (r.woken)
+            drain();
+        return reaper_.reap(r.woken, out, max);
+    }
+
+  private:
+    void drain() {
+        signalfd_siginfo buf[16];  // 128 bytes each; a read needs room for at least one
+        for (;;) {
+            ssize_t n = ::read(fd_.get(), buf, sizeof buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && errno == EAGAIN)
+                return;
+            if (n < 0)
+                throw_errno(std::string(who) + ": read(signalfd)");
+            if (n == 0)
+                return;
+            for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(signalfd_siginfo)); ++i)
+                if (buf[i].ssi_signo == SIGCHLD)
+                    reaper_.hint(static_cast<pid_t>(buf[i].ssi_pid));
+        }
+    }
+
+    signalfd_reservation reservation_;
+    sigchld_block_guard block_;
+    unique_fd fd_;
+    pid_reaper reaper_{who};
+};
+
+bool signalfd_usable() noexcept {
+    return sigchld_disposition_problem() == nullptr;
+}
+
+std::unique_ptr<child_watcher> make_signalfd_watcher(const loop_options&) {
+    // SIG_IGN or SA_NOCLDWAIT: the kernel reaps children itself, before anyone could.
+    require_reapable_sigchld(who);
+    return std::make_unique<signalfd_watcher>();
+}
+
+}  // namespace
+
+extern const backend_entry signalfd_backend_entry{backend::signalfd,
+                                                  backend_capabilities(backend::signalfd),
+                                                  signalfd_usable, make_signalfd_watcher};
+
+}  // namespace zreap::detail
