@@ -113,9 +113,10 @@ capabilities backend_capabilities(backend b) noexcept {
             c.installs_signal_handler = true;
             break;
         case backend::libev:
+            // zreap's shared handler wakes the poll and feeds libev; see backends/libev.
             c.reaps_foreign_children = true;
             c.multiple_loops = false;
-            c.needs_sigchld_blocked = true;
+            c.installs_signal_handler = true;
             break;
     }
     return c;
