@@ -304,8 +304,13 @@ void child::terminate(std::chrono::milliseconds grace) {
     std::shared_ptr<state> st = s_;
     s_->term_timer = s_->lp->add_timer(grace, std::chrono::milliseconds(0), [st] {
         st->term_timer = 0;
-        if (!st->reaped)
+        if (st->reaped)
+            return;
+        // Not thrown out of run(): the only failure left is the child being gone already.
+        try {
             st->send(SIGKILL);
+        } catch (const std::system_error&) {
+        }
     });
 }
 
@@ -507,6 +512,18 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     err_w.reset();
     sources.clear();
     devnull.reset();
+#if ZREAP_HAVE_VFORK || ZREAP_HAVE_CLONE_PIDFD
+    // With vfork and CLONE_VFORK the child has exec'd or exited by now, so a report, if
+    // any, is already in the pipe: read without blocking. Waiting for EOF instead could
+    // hang while a fork() made by other code in another thread still holds a copy of the
+    // write end (close-on-exec only takes effect at that child's exec).
+    const bool wait_for_eof = !ZREAP_HAVE_VFORK && !created;
+    if (!wait_for_eof) {
+        int fl = ::fcntl(errpipe.read.get(), F_GETFL);
+        if (fl >= 0)
+            ::fcntl(errpipe.read.get(), F_SETFL, fl | O_NONBLOCK);
+    }
+#endif
     detail::spawn_failure f{};
     ssize_t n;
     while ((n = ::read(errpipe.read.get(), &f, sizeof f)) < 0 && errno == EINTR) {
