@@ -75,10 +75,15 @@ public:
     /// or the backend cannot start (SIGCHLD ignored, another thread leaves SIGCHLD
     /// unblocked for signalfd, a second libev loop, EMFILE, ...).
     explicit loop(backend b);
+    /// Uses @p options (which backend, wakeup cap, exit batch size). Throws as above.
     explicit loop(const loop_options& options);
+    /// Releases the backend and restores the process state it changed. Children still
+    /// watched that already exited are reaped; running ones are left to the program.
     ~loop();
+    /// Moves the loop; the moved-from loop may only be destroyed or assigned to.
     loop(loop&&) noexcept;
-    loop& operator=(loop&&) noexcept;
+    /// Destroys this loop's state (as ~loop does) and takes over @p other's.
+    loop& operator=(loop&& other) noexcept;
     loop(const loop&) = delete;
     loop& operator=(const loop&) = delete;
 
