@@ -9,7 +9,10 @@ bool exit_status::core_dumped() const noexcept {
 #ifdef WCOREDUMP
     return signaled() && WCOREDUMP(raw);
 #else
-    return false;
+    // WCOREDUMP is not in POSIX (glibc hides it under a strict _POSIX_C_SOURCE), but every
+    // Unix that reports core dumps flags them with 0x80 in the status word, the same
+    // layout from_siginfo() builds.
+    return signaled() && (raw & 0x80) != 0;
 #endif
 }
 

@@ -2,6 +2,9 @@
 // timer queue and the queue of reaped exits waiting for their callbacks.
 
 #include <sys/ioctl.h>
+#if !defined(FIONREAD) && __has_include(<sys/filio.h>)
+#include <sys/filio.h>  // illumos and Solaris define FIONREAD here
+#endif
 #include <sys/wait.h>
 #include <zmq.h>
 
@@ -58,7 +61,9 @@ long long ceil_ms_until(clock::time_point t, clock::time_point now) {
     return (ns + 999'999) / 1'000'000;
 }
 
-// True if @p fd has bytes waiting to be read.
+// True if @p fd has bytes waiting to be read. FIONREAD is not in POSIX, but every Unix has
+// it (Linux, the BSDs, macOS, illumos); poll() could not tell unread bytes from a
+// readable end-of-file, which would hold an exit back forever.
 bool has_unread_bytes(int fd) noexcept {
     int n = 0;
     return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0;

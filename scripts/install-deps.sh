@@ -7,6 +7,9 @@ packages=(
   libzmq3-dev cppzmq-dev libev-dev
   libgtest-dev libgmock-dev
 )
+if [ "${ZREAP_DOCS:-0}" = 1 ]; then
+  packages+=(doxygen)  # only for the API reference (-Ddocs=enabled); large, so opt-in
+fi
 if [ -n "${ZREAP_EXTRA_PACKAGES:-}" ]; then
   # shellcheck disable=SC2206
   packages+=(${ZREAP_EXTRA_PACKAGES})

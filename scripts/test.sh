@@ -28,4 +28,29 @@ dirs+=(build-asan)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs || true
 
+# 3. POSIX only: core and the POSIX backends compiled against POSIX.1-2008 alone
+#    (-Dposix_strict=true: a Linux-only call or header there fails this build), without the
+#    Linux-only backends, and the suite run on what is left (pipe + fcntl instead of pipe2).
+setup build-posix -Dposix_strict=true -Dpidfd=disabled -Dsignalfd=disabled \
+  -Dexamples=disabled -Dbenchmarks=disabled
+dirs+=(build-posix)
+meson test -C build-posix --print-errorlogs || true
+
+# 4. A separate project using zreap as a subproject and installed through pkg-config.
+bash scripts/consumer-test.sh
+dirs+=(build-consumer-sub build-consumer-inst)
+
+# 5. The Doxygen API reference, where doxygen is installed (ZREAP_DOCS=1 installs it).
+#    A meson test runs doxygen, whose warnings are errors, so a gap counts as a failure;
+#    --no-rebuild: it needs only the headers, not the library.
+if command -v doxygen >/dev/null; then
+  rm -rf build-docs
+  meson setup build-docs -Ddocs=enabled -Dtests=disabled -Dexamples=disabled \
+    -Dbenchmarks=disabled >/dev/null
+  dirs+=(build-docs)
+  meson test -C build-docs --no-rebuild --suite docs --print-errorlogs || true
+else
+  echo "test.sh: doxygen not installed, API reference not checked (ZREAP_DOCS=1 installs it)" >&2
+fi
+
 python3 tests/summarize.py "${dirs[@]}"

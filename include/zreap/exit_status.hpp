@@ -39,9 +39,11 @@ struct exit_status {
     /// Builds a status from a waitpid(2) status word.
     static exit_status from_wait_status(pid_t pid, int status) noexcept;
 
+    /// Same pid and same status word.
     friend bool operator==(const exit_status& a, const exit_status& b) noexcept {
         return a.pid == b.pid && a.raw == b.raw;
     }
+    /// Not operator==.
     friend bool operator!=(const exit_status& a, const exit_status& b) noexcept {
         return !(a == b);
     }

@@ -10,6 +10,8 @@
 #include <memory>
 #include <optional>
 #include <sys/types.h>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <zreap/backend.hpp>
@@ -73,10 +75,15 @@ public:
     /// or the backend cannot start (SIGCHLD ignored, another thread leaves SIGCHLD
     /// unblocked for signalfd, a second libev loop, EMFILE, ...).
     explicit loop(backend b);
+    /// Uses @p options (which backend, wakeup cap, exit batch size). Throws as above.
     explicit loop(const loop_options& options);
+    /// Releases the backend and restores the process state it changed. Children still
+    /// watched that already exited are reaped; running ones are left to the program.
     ~loop();
+    /// Moves the loop; the moved-from loop may only be destroyed or assigned to.
     loop(loop&&) noexcept;
-    loop& operator=(loop&&) noexcept;
+    /// Destroys this loop's state (as ~loop does) and takes over @p other's.
+    loop& operator=(loop&& other) noexcept;
     loop(const loop&) = delete;
     loop& operator=(const loop&) = delete;
 
@@ -88,6 +95,15 @@ public:
     /// Calls @p cb with zmq revents (ZMQ_POLLIN/ZMQ_POLLOUT) when the zmq socket is ready
     /// for @p events. Readiness is level-triggered: @p cb runs again while it stays ready.
     source_id add_socket(void* zmq_socket, short events, std::function<void(short)> cb);
+    /// Same, for a C++ socket object with a handle() that returns the libzmq socket, such
+    /// as cppzmq's zmq::socket_t and zmq::socket_ref. zreap does not depend on cppzmq: any
+    /// such type is accepted, and no cppzmq header is needed to build zreap. The loop keeps
+    /// only the libzmq handle: remove the source before the socket is closed.
+    template <typename Socket, typename = std::enable_if_t<std::is_same_v<
+                                   decltype(std::declval<Socket&>().handle()), void*>>>
+    source_id add_socket(Socket&& socket, short events, std::function<void(short)> cb) {
+        return add_socket(static_cast<void*>(socket.handle()), events, std::move(cb));
+    }
     /// Calls @p cb with zmq revents when @p fd is ready for @p events (ZMQ_POLLIN,
     /// ZMQ_POLLOUT). Hang-up and errors arrive as ZMQ_POLLERR. The loop does not own @p fd.
     source_id add_fd(int fd, short events, std::function<void(short)> cb);

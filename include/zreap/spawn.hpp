@@ -20,7 +20,9 @@ namespace zreap {
 
 /// What one of the child's stdin, stdout or stderr is connected to.
 struct stdio {
+    /// The possible connections; the static members below name each one.
     enum class kind { inherit, null, pipe, fd };
+    /// This stream's connection.
     kind how = kind::inherit;
     int fd = -1;  ///< for kind::fd: the parent's fd, dup'ed onto the child's; the caller keeps it
 
@@ -40,29 +42,33 @@ struct spawn_options {
     /// in PATH (the child's PATH when the environment is replaced or extended with one).
     std::vector<std::string> argv;
 
+    /// Where the child's environment comes from.
     enum class env_mode {
         inherit,  ///< the parent's environment, unchanged
         replace,  ///< exactly `env`
         extend,   ///< the parent's, with `env` added (an entry replaces one of the same name)
     };
+    /// How `env` is used.
     env_mode env_how = env_mode::inherit;
     std::vector<std::string> env;  ///< "NAME=value" entries for replace and extend
 
     std::string cwd;  ///< working directory; empty = the parent's
 
-    stdio stdin_mode = stdio::inherit;
-    stdio stdout_mode = stdio::inherit;
-    stdio stderr_mode = stdio::inherit;
+    stdio stdin_mode = stdio::inherit;   ///< the child's stdin
+    stdio stdout_mode = stdio::inherit;  ///< the child's stdout
+    stdio stderr_mode = stdio::inherit;  ///< the child's stderr
 
     /// Further fds to pass on: {parent fd, fd number in the child}. Nothing else of the
     /// parent's is inherited, whatever its close-on-exec flag.
     std::vector<std::pair<int, int>> pass_fds;
 
+    /// Which process group and session the child joins.
     enum class group_mode {
         inherit,        ///< the parent's process group and session
         new_group,      ///< setpgid(0, 0): its own process group (signal it with -pid)
         new_session,    ///< setsid(): its own session and process group
     };
+    /// The child's process group and session.
     group_mode group = group_mode::inherit;
 };
 
@@ -73,11 +79,14 @@ class child {
 public:
     child() noexcept;
     ~child();
+    /// Moves the handle; the moved-from child is empty.
     child(child&&) noexcept;
+    /// Drops this handle (as the destructor does) and takes over another's.
     child& operator=(child&&) noexcept;
     child(const child&) = delete;
     child& operator=(const child&) = delete;
 
+    /// The child's process id.
     pid_t pid() const noexcept;
     /// The pidfd obtained atomically when the child was created (pidfd backend), or -1.
     /// Owned by the child object.
@@ -85,11 +94,15 @@ public:
     /// The parent's end of a stdio::pipe (non-blocking, close-on-exec, ready for
     /// loop::add_fd), or -1. Owned by the child object until release_*() is called.
     int stdin_fd() const noexcept;
+    /// The parent's end of the stdout pipe, as stdin_fd().
     int stdout_fd() const noexcept;
+    /// The parent's end of the stderr pipe, as stdin_fd().
     int stderr_fd() const noexcept;
     /// Takes ownership of a pipe end away from the child object.
     int release_stdin() noexcept;
+    /// As release_stdin(), for stdout.
     int release_stdout() noexcept;
+    /// As release_stdin(), for stderr.
     int release_stderr() noexcept;
     /// Closes the parent's end of the stdin pipe (the child reads EOF).
     void close_stdin() noexcept;
