@@ -1,7 +1,7 @@
 #pragma once
 
 // One process-wide SIGCHLD handler shared by every loop of the signal-handler backends
-// (selfpipe, sigaction). A handler is a process-wide resource: if each loop installed its
+// (selfpipe, sigaction, libev). A handler is a process-wide resource: if each loop installed its
 // own, the second would overwrite the first and the first loop's destruction would restore
 // a disposition that the second still needs. The hub installs the handler when the first
 // subscriber arrives, restores exactly what it found when the last one leaves, and fans

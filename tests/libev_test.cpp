@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <map>
 #include <thread>
 
@@ -160,6 +161,32 @@ TEST_F(Libev, HonoursThePerIterationBudget) {
     EXPECT_GE(iterations, 4);
     for (auto [pid, n] : calls)
         EXPECT_EQ(n, 1) << pid;
+}
+
+// libev installs its own SIGCHLD handler when its loop is made and sets SIG_DFL when it is
+// destroyed. A selfpipe loop living meanwhile shares zreap's handler: it must keep waking
+// up through both. (Only the selfpipe loop runs here, so libev never reaps its child.)
+TEST_F(Libev, AnotherLoopsHandlerSurvivesLibevComingAndGoing) {
+    auto c = zreap::compiled_backends();
+    if (std::find(c.begin(), c.end(), backend::selfpipe) == c.end())
+        return;  // nothing to share
+    zreap::loop other(backend::selfpipe);
+    auto exit_wakes_other = [&](int code) {
+        gated_child child(code);
+        exit_status seen;
+        other.watch_child(child.pid(), [&](const exit_status& s) { seen = s; });
+        other.run_once(0ms);
+        child.open();
+        EXPECT_TRUE(run_until(
+            other, [&] { return seen.pid != 0; }, 5s))
+            << "code " << code;
+        EXPECT_EQ(seen.exit_code(), code);
+    };
+    {
+        zreap::loop lp(backend::libev);
+        exit_wakes_other(1);
+    }
+    exit_wakes_other(2);
 }
 
 }  // namespace
