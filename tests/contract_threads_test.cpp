@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
 #include <zmq.h>
 
@@ -132,6 +133,31 @@ pid_t gated_on(int rd, int code) {
         rd);
 }
 
+// The gate_child program with its stdin on @p gate_rd: it exits with @p code when the gate's
+// write end is closed. posix_spawn, not fork: cheap even from a large (sanitized) process.
+pid_t spawn_gated(int gate_rd, int code) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, gate_rd, 0);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    std::string code_arg = std::to_string(code);
+    char* argv[] = {const_cast<char*>(ZREAP_GATE_CHILD), code_arg.data(), nullptr};
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, ZREAP_GATE_CHILD, &actions, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0)
+        throw std::system_error(rc, std::generic_category(), "posix_spawn gate_child");
+    return pid;
+}
+
 // 10. A thread made before the loop that does not block SIGCHLD: either every exit is
 // reported, promptly, or (for a backend that needs SIGCHLD blocked everywhere) the loop
 // refuses to start, naming the thread. Never a silent loss. Half the children are forked
@@ -221,9 +247,10 @@ TEST_P(ContractThreads, UnblockedThreadAfterLoop) {
 }
 
 // An exit storm while another thread keeps a REQ/REP conversation with the loop: 1000
-// children exit at once (in batches of up to 1000, fewer if RLIMIT_NPROC is tight), every
-// exit is reported exactly once, and the loop keeps answering requests meanwhile, because
-// it reaps at most max_exits_per_iteration exits between two polls of its sockets.
+// children (the small gate_child program) exit at once (in batches of up to 1000, fewer if
+// RLIMIT_NPROC is tight), every exit is reported exactly once, and the loop keeps answering
+// requests meanwhile, because it reaps at most max_exits_per_iteration exits between two polls of
+// its sockets.
 TEST_P(ContractThreads, ExitStormWhileServingRequests) {
     constexpr int total = 1000;
     // The bound on one request's round trip: 1 s. Generous on purpose: when 1000 children
@@ -316,7 +343,7 @@ TEST_P(ContractThreads, ExitStormWhileServingRequests) {
         ASSERT_EQ(pipe2(gate, O_CLOEXEC), 0);
         for (int i = 0; i < n; ++i) {
             int code = (started + i) % 256;
-            pid_t pid = gated_on(gate[0], code);
+            pid_t pid = spawn_gated(gate[0], code);
             expected[pid] = code;
             lp.watch_child(pid, [&](const exit_status& s) {
                 ++calls[s.pid];
