@@ -391,6 +391,53 @@ TEST_P(ContractThreads, ExitStormWhileServingRequests) {
     zmq_ctx_term(ctx);
 }
 
+// Loops of two different backends alive at once in one process (a library using one,
+// the application another): each hears its own children's exits, or the second loop is
+// refused with a clear error (EBUSY). Never a loop that is made and then deaf: a signalfd
+// loop blocks SIGCHLD, which silences a handler backend's handler, and two signalfds steal
+// each other's signals.
+TEST_P(ContractThreads, CoexistsWithOtherBackends) {
+    for (backend other : zreap::compiled_backends()) {
+        if (other == GetParam())
+            continue;
+        for (bool mine_first : {true, false}) {
+            SCOPED_TRACE(std::string(zreap::to_string(GetParam())) + " with " +
+                         std::string(zreap::to_string(other)) +
+                         (mine_first ? ", made first" : ", made second"));
+            std::optional<zreap::loop> first, second;
+            first.emplace(mine_first ? GetParam() : other);
+            std::string error;
+            int code = 0;
+            try {
+                second.emplace(mine_first ? other : GetParam());
+            } catch (const std::system_error& e) {
+                error = e.what();
+                code = e.code().value();
+            }
+            if (!error.empty()) {
+                EXPECT_EQ(code, EBUSY) << error;
+                EXPECT_NE(error.find("SIGCHLD"), std::string::npos) << error;
+                continue;
+            }
+            gated_child a(11), b(12);
+            exit_status seen_a, seen_b;
+            first->watch_child(a.pid(), [&](const exit_status& s) { seen_a = s; });
+            second->watch_child(b.pid(), [&](const exit_status& s) { seen_b = s; });
+            first->run_once(0ms);
+            second->run_once(0ms);
+            a.open();
+            b.open();
+            auto end = clock_type::now() + 10s;
+            while ((seen_a.pid == 0 || seen_b.pid == 0) && clock_type::now() < end) {
+                first->run_once(10ms);
+                second->run_once(10ms);
+            }
+            EXPECT_EQ(seen_a.exit_code(), 11) << "the first loop missed its child's exit";
+            EXPECT_EQ(seen_b.exit_code(), 12) << "the second loop missed its child's exit";
+        }
+    }
+}
+
 std::string param_name(const ::testing::TestParamInfo<backend>& info) {
     return std::string(zreap::to_string(info.param));
 }
