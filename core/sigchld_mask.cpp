@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -73,7 +74,8 @@ void sigchld_thread_check::check(bool only_new) {
     if (!dir)
         throw_errno(std::string(who_) +
                     ": cannot read /proc/self/task to check that every thread blocks SIGCHLD");
-    const pid_t self = ::gettid();
+    // syscall rather than gettid(), which glibc only wraps since 2.30.
+    const pid_t self = static_cast<pid_t>(::syscall(SYS_gettid));
     std::vector<pid_t> now;
     while (dirent* e = ::readdir(dir.get())) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9')
