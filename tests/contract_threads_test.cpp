@@ -256,9 +256,8 @@ TEST_P(ContractThreads, ExitStormWhileServingRequests) {
     // The bound on one request's round trip: 1 s. Generous on purpose: when 1000 children
     // wake and exit at once on a small machine the scheduler itself stalls both threads for
     // a while (measured 30-590 ms on a shared, loaded 2-core machine, for every backend,
-    // pidfd included, with or without sanitizers). What the
-    // bound catches is a loop that drains the whole storm, or sleeps until a timeout,
-    // before it reads its socket again.
+    // pidfd included, with or without sanitizers). What the bound catches is a loop that
+    // drains the whole storm, or sleeps until a timeout, before it reads its socket again.
     constexpr auto request_bound = 1s;
 
     int batch = total;

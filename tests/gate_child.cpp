@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
     char buf[64];
     for (;;) {
         ssize_t n = ::read(0, buf, sizeof buf);
-        if (n == 0 || (n < 0 && errno != EINTR)) break;
+        if (n == 0 || (n < 0 && errno != EINTR))
+            break;
     }
     return argc > 1 ? std::atoi(argv[1]) : 0;
 }
