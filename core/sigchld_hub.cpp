@@ -119,10 +119,9 @@ void sigchld_set_thread(int slot_index, pthread_t thread) noexcept {
 void sigchld_reserve_for_signalfd(const char* who) {
     std::lock_guard<std::mutex> lock(hub_mutex);
     if (signalfd_owner)
-        throw_errno(EBUSY, std::string(who) + ": another loop in this process already reads "
-                                              "SIGCHLD from a signalfd (" +
-                               signalfd_owner +
-                               "); two signalfds would steal each other's signals");
+        throw_errno(EBUSY, std::string(who) + ": a loop in this process (" + signalfd_owner +
+                               ") already reads SIGCHLD from a signalfd; two signalfds would "
+                               "steal each other's signals");
     if (subscribers > 0)
         throw_errno(EBUSY, std::string(who) + ": " + std::to_string(subscribers) +
                                " loop(s) of a signal-handler backend (selfpipe, sigaction) "

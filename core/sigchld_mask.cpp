@@ -3,8 +3,10 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -67,20 +69,26 @@ int sigchld_blocked_in_status(const char* status) {
 
 }  // namespace
 
-unblocked_thread find_thread_with_sigchld_unblocked(const char* who) {
+void sigchld_thread_check::check(bool only_new) {
     std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc/self/task"), ::closedir);
     if (!dir)
-        throw_errno(std::string(who) +
+        throw_errno(std::string(who_) +
                     ": cannot read /proc/self/task to check that every thread blocks SIGCHLD");
-    const pid_t self = ::gettid();
-    char path[64];
-    char status[4096];
-    errno = 0;
+    // syscall rather than gettid(), which glibc only wraps since 2.30.
+    const pid_t self = static_cast<pid_t>(::syscall(SYS_gettid));
+    std::vector<pid_t> now;
     while (dirent* e = ::readdir(dir.get())) {
         if (e->d_name[0] < '0' || e->d_name[0] > '9')
             continue;
         pid_t tid = static_cast<pid_t>(std::atoi(e->d_name));
-        if (tid == self)
+        if (tid != self)
+            now.push_back(tid);
+    }
+    std::sort(now.begin(), now.end());
+    char path[64];
+    char status[4096];
+    for (pid_t tid : now) {
+        if (only_new && std::binary_search(seen_.begin(), seen_.end(), tid))
             continue;
         std::snprintf(path, sizeof path, "/proc/self/task/%d/status", static_cast<int>(tid));
         // A thread that ended since the listing is no longer a place a signal can go.
@@ -88,34 +96,28 @@ unblocked_thread find_thread_with_sigchld_unblocked(const char* who) {
             continue;
         int blocked = sigchld_blocked_in_status(status);
         if (blocked < 0)
-            throw_errno(ENOTSUP, std::string(who) + ": no SigBlk line in " + path +
+            throw_errno(ENOTSUP, std::string(who_) + ": no SigBlk line in " + path +
                                      ", cannot check that every thread blocks SIGCHLD");
         if (blocked)
             continue;
-        unblocked_thread t;
-        t.tid = tid;
+        std::string name;
         std::snprintf(path, sizeof path, "/proc/self/task/%d/comm", static_cast<int>(tid));
         char comm[64];
         if (read_small_file(path, comm, sizeof comm)) {
-            t.name = comm;
-            if (!t.name.empty() && t.name.back() == '\n')
-                t.name.pop_back();
+            name = comm;
+            if (!name.empty() && name.back() == '\n')
+                name.pop_back();
         }
-        return t;
+        throw_errno(EINVAL,
+                    std::string(who_) + ": thread " + std::to_string(tid) +
+                        (name.empty() ? "" : " (\"" + name + "\")") +
+                        " leaves SIGCHLD unblocked, so the kernel can deliver a child's SIGCHLD "
+                        "there and the signalfd would never see it; block SIGCHLD "
+                        "(pthread_sigmask) in every thread, for instance by making the loop "
+                        "before other threads, which then inherit the blocked mask, or use "
+                        "another backend");
     }
-    return {};
-}
-
-void require_sigchld_blocked_in_other_threads(const char* who) {
-    unblocked_thread t = find_thread_with_sigchld_unblocked(who);
-    if (t.tid == 0)
-        return;
-    throw_errno(EINVAL, std::string(who) + ": thread " + std::to_string(t.tid) +
-                            (t.name.empty() ? "" : " (\"" + t.name + "\")") +
-                            " leaves SIGCHLD unblocked, so the kernel can deliver a child's "
-                            "SIGCHLD there and the signalfd never sees it; block SIGCHLD "
-                            "(pthread_sigmask) in every thread before it is created, or make "
-                            "the loop before creating threads, or use another backend");
+    seen_ = std::move(now);
 }
 
 }  // namespace zreap::detail

@@ -6,8 +6,9 @@
 // thread that leaves SIGCHLD unblocked can receive it, the default disposition discards
 // it there, and the signalfd never sees it (facts.md measured 4/20 and 13/20 exits lost
 // that way). The loop blocks SIGCHLD in the thread that makes it and refuses, naming the
-// thread, if any other thread leaves it unblocked: at construction and again on every
-// watch(), because threads can be created after the loop.
+// thread, if any other thread leaves it unblocked: every thread at construction, and on
+// every watch() the threads created since (a thread that was checked and later unblocks
+// SIGCHLD itself cannot be seen cheaply; docs/backends/signalfd.md says so).
 //
 // Only one such loop per process: two signalfds for SIGCHLD steal each other's signals,
 // and a SIGCHLD handler of the selfpipe and sigaction backends would never run while the
@@ -66,16 +67,15 @@ class signalfd_watcher final : public child_watcher {
   public:
     // The members do the work in order, and unwind in reverse if a later step throws:
     // a refused loop leaves the mask, the reservation and the fds as it found them.
-    signalfd_watcher() : block_(who), fd_(make_sigchld_fd()) {
-        require_sigchld_blocked_in_other_threads(who);
-    }
+    signalfd_watcher() : block_(who), fd_(make_sigchld_fd()) { threads_.check_all(); }
 
     int wake_fd() const noexcept override { return fd_.get(); }
 
     void watch(pid_t pid, int) override {
-        // A thread made since the last check (or one that unblocked SIGCHLD since) would
-        // lose this child's exit: refuse before watching.
-        require_sigchld_blocked_in_other_threads(who);
+        // A thread made since the last check could take this child's SIGCHLD: refuse
+        // before watching. Only new threads are read (a /proc listing per watch, plus
+        // ~25 us per new thread), so that watch stays cheap with many threads.
+        threads_.check_new();
         reaper_.watch(pid);
     }
 
@@ -113,6 +113,7 @@ class signalfd_watcher final : public child_watcher {
     signalfd_reservation reservation_;
     sigchld_block_guard block_;
     unique_fd fd_;
+    sigchld_thread_check threads_{who};
     pid_reaper reaper_{who};
 };
 
