@@ -91,7 +91,10 @@ class sigaction_watcher final : public child_watcher {
         }
         // Last, so that the window between this check and zmq_poll is as short as the loop
         // allows. exchange, not load + store: a signal between the two would be lost.
-        seen_ = flag_.exchange(0, std::memory_order_acq_rel) != 0;
+        // Kept until reap() runs, not overwritten: the loop skips reap() while its queue of
+        // pending exits is full, and a flag taken then must still lead to a look.
+        if (flag_.exchange(0, std::memory_order_acq_rel) != 0)
+            seen_ = true;
         return seen_ || !fresh_.empty();
     }
 
@@ -192,7 +195,7 @@ class sigaction_watcher final : public child_watcher {
     int cap_ms_ = 0;
     std::chrono::milliseconds cap_{0};
     clock::time_point next_peek_{};
-    bool seen_ = false;  // the flag was up at the last pre-poll check
+    bool seen_ = false;  // the flag was up at a pre-poll check since the last reap()
     bool more_ = false;  // the last reap ran out of budget
     std::uint64_t lost_ = 0;
     std::unordered_set<pid_t> watched_;
