@@ -403,6 +403,27 @@ TEST_P(ContractWakeup, ExitDuringFullQueueIsNotDelayed) {
     ::close(out[1]);
 }
 
+// A cap of zero would turn a capped backend into a busy loop, and a negative one into no
+// bound at all: refused with EINVAL. Race-free backends ignore the cap.
+TEST_P(ContractWakeup, NonPositiveWakeupCap) {
+    for (auto bad : {0ms, -5ms}) {
+        zreap::loop_options opts;
+        opts.which = GetParam();
+        opts.wakeup_cap = bad;
+        if (caps().race_free) {
+            EXPECT_NO_THROW(zreap::loop lp(opts));
+            continue;
+        }
+        try {
+            zreap::loop lp(opts);
+            ADD_FAILURE() << "wakeup_cap " << bad.count() << " ms was accepted";
+        } catch (const std::system_error& e) {
+            EXPECT_EQ(e.code().value(), EINVAL);
+            EXPECT_NE(std::string(e.what()).find("wakeup_cap"), std::string::npos) << e.what();
+        }
+    }
+}
+
 std::string param_name(const ::testing::TestParamInfo<backend>& info) {
     return std::string(zreap::to_string(info.param));
 }
