@@ -1,0 +1,220 @@
+// sigaction backend: the original article's design. The shared SIGCHLD handler
+// (core/sigchld_hub) sets this loop's flag, and the signal itself makes the loop thread's
+// zmq_poll return EINTR; there is no fd in the poll set. Kept for portability and for
+// comparison with the race-free backends, because it has a race that cannot be closed:
+//
+//     wants_immediate_poll(): flag? -> no       <- SIGCHLD lands here: flag set,
+//     zmq_poll(..., timeout)                       nothing left to interrupt
+//
+// libzmq 4.3.4 has no zmq_ppoll (an atomic mask swap around the wait), and unblocking the
+// signal just before zmq_poll only delivers it there, still outside the wait. So the
+// backend keeps the window short (the flag is the last thing checked before the loop
+// calls zmq_poll), bounds every wait by loop_options::wakeup_cap while it watches
+// children, and counts the exits that reached it without an EINTR or a pre-poll flag
+// (lost_wakeups()).
+//
+// The handler runs on whatever thread the kernel picks. When that is not the loop thread,
+// the hub forwards the signal there with pthread_kill, so the loop thread's wait is still
+// interrupted; the thread the hub forwards to is refreshed before every poll, because a
+// loop may be made on one thread and run on another.
+//
+// Reaping never uses waitpid(-1): other code's children stay waitable. After a flag, an
+// EINTR, or once per cap as a safety net (a signal that never arrives, e.g. because every
+// thread blocks SIGCHLD, still costs no more than the cap):
+//   1. peek with waitid(P_ALL, WNOWAIT) and reap each zombie that is ours with
+//      waitid(P_PID); one SIGCHLD can stand for many exits, so this repeats;
+//   2. only if the peek shows a zombie that is not ours (it hides ours behind it), ask each
+//      watched pid in turn: O(watched) for that wakeup only.
+// All of it is bounded by the loop's per-iteration budget.
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/child_watcher.hpp"
+#include "core/error.hpp"
+#include "core/sigchld_hub.hpp"
+
+namespace zreap::detail {
+
+namespace {
+
+constexpr const char* who = "zreap sigaction backend";
+
+using clock = std::chrono::steady_clock;
+
+class sigaction_watcher final : public child_watcher {
+  public:
+    explicit sigaction_watcher(std::chrono::milliseconds cap) {
+        if (cap.count() <= 0)
+            throw_errno(EINVAL, std::string(who) +
+                                    ": loop_options::wakeup_cap must be positive "
+                                    "(it bounds every wait while children are "
+                                    "watched)");
+        cap_ms_ = cap.count() > INT_MAX ? INT_MAX : static_cast<int>(cap.count());
+        cap_ = std::chrono::milliseconds(cap_ms_);
+        require_reapable_sigchld(who);
+        thread_ = pthread_self();
+        slot_ = sigchld_subscribe_flag(&flag_, thread_, who);
+    }
+    ~sigaction_watcher() override { sigchld_unsubscribe(slot_); }
+
+    int wake_fd() const noexcept override { return -1; }
+
+    // Without watched children no exit can be lost, so an idle loop that watches none never
+    // wakes up on its own; with children, the cap bounds what a lost wakeup costs.
+    int max_wait_ms() const noexcept override { return watched_.empty() ? -1 : cap_ms_; }
+
+    void watch(pid_t pid, int) override {
+        if (watched_.empty())
+            next_peek_ = clock::now() + cap_;
+        watched_.insert(pid);
+        // It may have exited already, its SIGCHLD consumed long ago: look at it next time.
+        fresh_.push_back(pid);
+    }
+
+    void unwatch(pid_t pid) noexcept override { watched_.erase(pid); }
+
+    bool wants_immediate_poll() noexcept override {
+        pthread_t self = pthread_self();
+        if (!pthread_equal(self, thread_)) {
+            thread_ = self;
+            sigchld_set_thread(slot_, self);
+        }
+        // Last, so that the window between this check and zmq_poll is as short as the loop
+        // allows. exchange, not load + store: a signal between the two would be lost.
+        // Kept until reap() runs, not overwritten: the loop skips reap() while its queue of
+        // pending exits is full, and a flag taken then must still lead to a look.
+        if (flag_.exchange(0, std::memory_order_acq_rel) != 0)
+            seen_ = true;
+        return seen_ || !fresh_.empty();
+    }
+
+    bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
+        // Announced: the flag was up before the poll (timeout 0), or the signal interrupted
+        // it, or the last call ran out of budget. Anything else that finds an exit found it
+        // only because the poll returned for another reason: a lost wakeup.
+        const bool announced = seen_ || r.interrupted || more_;
+        seen_ = false;
+        // Consumed before peeking: a SIGCHLD after this sets it again, so nothing is lost.
+        const bool late = flag_.exchange(0, std::memory_order_acq_rel) != 0;
+
+        const std::size_t start = out.size();
+        auto full = [&] { return out.size() - start >= max; };
+
+        while (!fresh_.empty() && !full()) {
+            pid_t pid = fresh_.back();
+            fresh_.pop_back();
+            if (watched_.count(pid))
+                try_reap(pid, out);
+        }
+        if (watched_.empty()) {
+            more_ = false;
+            return !fresh_.empty();
+        }
+
+        const clock::time_point now = clock::now();
+        const bool due = now >= next_peek_;  // the safety net: once per cap at least
+        if ((announced || late || due) && !full()) {
+            next_peek_ = now + cap_;
+            const std::size_t before = out.size();
+            peek_and_reap(out, full);
+            if (!announced && out.size() > before)
+                ++lost_;
+        }
+        more_ = full();
+        return more_ || !fresh_.empty();
+    }
+
+    std::uint64_t lost_wakeups() const noexcept override { return lost_; }
+
+  private:
+    // Reaps @p pid if it has exited; true if it was reaped (or found gone).
+    bool try_reap(pid_t pid, std::vector<exit_status>& out) {
+        siginfo_t si{};
+        int rc;
+        while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG)) < 0 &&
+               errno == EINTR) {
+        }
+        if (rc < 0) {
+            if (errno != ECHILD)
+                throw_errno(std::string(who) + ": waitid(P_PID)");
+            // Other code reaped it behind our back: the exit happened, its status is gone.
+            watched_.erase(pid);
+            out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
+            return true;
+        }
+        if (si.si_pid == 0)
+            return false;  // still running
+        watched_.erase(pid);
+        out.push_back(exit_status::from_siginfo(si));
+        return true;
+    }
+
+    template <typename Full>
+    void peek_and_reap(std::vector<exit_status>& out, Full full) {
+        while (!full()) {
+            siginfo_t si{};
+            int rc = ::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
+            if (rc < 0 && errno == EINTR)
+                continue;
+            if (rc < 0 || si.si_pid == 0)
+                return;  // ECHILD: no children; or no zombie
+            if (!watched_.count(si.si_pid)) {
+                // A zombie that belongs to other code stays first in line and would hide
+                // ours: ask each watched pid instead.
+                scan(out, full);
+                return;
+            }
+            if (!try_reap(si.si_pid, out))
+                return;  // cannot happen; never spin on it
+        }
+    }
+
+    template <typename Full>
+    void scan(std::vector<exit_status>& out, Full full) {
+        scratch_.assign(watched_.begin(), watched_.end());
+        for (pid_t pid : scratch_) {
+            if (full())
+                return;
+            try_reap(pid, out);
+        }
+    }
+
+    std::atomic<int> flag_{0};
+    int slot_ = -1;
+    pthread_t thread_{};
+    int cap_ms_ = 0;
+    std::chrono::milliseconds cap_{0};
+    clock::time_point next_peek_{};
+    bool seen_ = false;  // the flag was up at a pre-poll check since the last reap()
+    bool more_ = false;  // the last reap ran out of budget
+    std::uint64_t lost_ = 0;
+    std::unordered_set<pid_t> watched_;
+    std::vector<pid_t> fresh_;
+    std::vector<pid_t> scratch_;
+};
+
+bool sigaction_usable() noexcept {
+    return sigchld_disposition_problem() == nullptr;
+}
+
+std::unique_ptr<child_watcher> make_sigaction_watcher(const loop_options& options) {
+    return std::make_unique<sigaction_watcher>(options.wakeup_cap);
+}
+
+}  // namespace
+
+extern const backend_entry sigaction_backend_entry{backend::sigaction,
+                                                   backend_capabilities(backend::sigaction),
+                                                   sigaction_usable, make_sigaction_watcher};
+
+}  // namespace zreap::detail
