@@ -107,6 +107,13 @@ void require_reapable_sigchld(const char* who);
 /// Claims @p pid for one zreap loop in this process; false if another loop (or the same
 /// one) has it already. Thread-safe.
 bool claim_pid(pid_t pid);
+/// Counts a new loop of backend @p b. A backend that reaps every child of the process
+/// (libev) would take the exits of other loops' children, so such a loop and any other
+/// zreap loop never live at the same time: throws std::system_error (EBUSY) instead.
+void register_loop(backend b, bool reaps_foreign_children);
+/// Undoes register_loop().
+void unregister_loop(bool reaps_foreign_children) noexcept;
+
 /// Gives up a claim made by claim_pid().
 void release_pid(pid_t pid) noexcept;
 

@@ -102,7 +102,13 @@ struct loop::impl {
             detail::require_usable(b, "zreap::loop(" + std::string(to_string(b)) + ")");
         id = e.id;
         caps = e.caps;
-        watcher = e.create(opts);
+        detail::register_loop(id, caps.reaps_foreign_children);
+        try {
+            watcher = e.create(opts);
+        } catch (...) {
+            detail::unregister_loop(caps.reaps_foreign_children);
+            throw;
+        }
         if (opts.max_exits_per_iteration == 0) opts.max_exits_per_iteration = 1;
     }
 
@@ -118,6 +124,8 @@ struct loop::impl {
             }
             detail::release_pid(pid);
         }
+        watcher.reset();
+        detail::unregister_loop(caps.reaps_foreign_children);
     }
 
     source_id add(source s) {

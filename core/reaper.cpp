@@ -66,7 +66,8 @@ void pid_reaper::peek_and_reap(std::vector<exit_status>& out, std::size_t limit)
         if (rc < 0 || si.si_pid == 0)
             return;  // ECHILD (no children) or no zombie
         if (watched_.count(si.si_pid)) {
-            try_reap(si.si_pid, out);
+            if (!try_reap(si.si_pid, out))
+                return;  // a peeked zombie is always reapable; never spin if it is not
             continue;
         }
         scan(out, limit);

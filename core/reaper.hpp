@@ -1,6 +1,6 @@
 #pragma once
 
-// Reaping for the signal-driven backends (selfpipe, signalfd): a signal says "some child
+// Reaping for the signal-driven backends (selfpipe, signalfd, sigaction): a signal says "some child
 // changed state" and may name one pid, but standard signals do not queue, so one SIGCHLD
 // can stand for many exits and the pid it carries is only a hint. pid_reaper finds the
 // watched children that have exited without ever reaping one it does not watch:
@@ -39,6 +39,9 @@ class pid_reaper {
 
     /// A pid a signal named (si_pid, ssi_pid). Ignored unless watched; 0 is ignored.
     void hint(pid_t pid);
+    /// True when no pid is watched.
+    bool empty() const noexcept { return watched_.empty(); }
+
     /// True while hinted pids wait to be looked at: the loop should not block.
     bool has_hints() const noexcept { return !hints_.empty(); }
 

@@ -46,4 +46,31 @@ void release_pid(pid_t pid) noexcept {
     claims().erase(pid);
 }
 
+namespace {
+std::mutex loops_mutex;
+int live_loops = 0;
+int live_foreign_reapers = 0;
+}  // namespace
+
+void register_loop(backend b, bool reaps_foreign_children) {
+    std::lock_guard<std::mutex> lock(loops_mutex);
+    const std::string what = "zreap::loop(" + std::string(to_string(b)) + ")";
+    if (reaps_foreign_children && live_loops > 0)
+        throw_errno(EBUSY, what + ": another zreap loop lives in this process, and this backend "
+                                  "reaps every child on SIGCHLD, so it would take that loop's "
+                                  "children's exits");
+    if (live_foreign_reapers > 0)
+        throw_errno(EBUSY, what + ": a zreap loop whose backend reaps every child on SIGCHLD "
+                                  "(libev) lives in this process and would take this loop's "
+                                  "children's exits");
+    ++live_loops;
+    if (reaps_foreign_children) ++live_foreign_reapers;
+}
+
+void unregister_loop(bool reaps_foreign_children) noexcept {
+    std::lock_guard<std::mutex> lock(loops_mutex);
+    --live_loops;
+    if (reaps_foreign_children) --live_foreign_reapers;
+}
+
 }  // namespace zreap::detail

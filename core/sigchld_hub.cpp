@@ -30,6 +30,7 @@ struct slot {
 slot slots[max_slots];
 std::atomic<int> slots_used{0};    // high-water mark, so the handler scans only that far
 std::atomic<int> handlers_running{0};
+std::atomic<int> forwarded{0};     // pthread_kill copies sent and not yet received
 
 std::mutex hub_mutex;  // guards install/restore and slot reservation, never taken in the handler
 int subscribers = 0;
@@ -53,11 +54,24 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
         } else if (s.flag) {
             s.flag->store(1, std::memory_order_release);
             pthread_t t = s.thread.load(std::memory_order_relaxed);
-            if (from_kernel && !pthread_equal(t, pthread_self())) pthread_kill(t, SIGCHLD);
+            if (from_kernel && !pthread_equal(t, pthread_self())) {
+                forwarded.fetch_add(1, std::memory_order_relaxed);
+                if (pthread_kill(t, SIGCHLD) != 0) forwarded.fetch_sub(1, std::memory_order_relaxed);
+            }
         }
     }
     handlers_running.fetch_sub(1, std::memory_order_release);
-    // The application's own handler, if it had one before zreap came.
+    // A copy we forwarded ourselves is not news to the application: its handler already
+    // ran for the original. Everything else reaches the handler it had before zreap came.
+    if (!from_kernel && info && info->si_pid == getpid()) {
+        int n = forwarded.load(std::memory_order_relaxed);
+        while (n > 0 && !forwarded.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
+        }
+        if (n > 0) {
+            errno = saved_errno;
+            return;
+        }
+    }
     if (previous.sa_flags & SA_SIGINFO) {
         if (previous.sa_sigaction) previous.sa_sigaction(sig, info, context);
     } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN &&

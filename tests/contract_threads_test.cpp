@@ -253,12 +253,13 @@ TEST_P(ContractThreads, UnblockedThreadAfterLoop) {
 // its sockets.
 TEST_P(ContractThreads, ExitStormWhileServingRequests) {
     constexpr int total = 1000;
-    // The bound on one request's round trip: 1 s. Generous on purpose: when 1000 children
+    // The bound on one request's round trip: 2.5 s. Generous on purpose: when 1000 children
     // wake and exit at once on a small machine the scheduler itself stalls both threads for
     // a while (measured 30-590 ms on a shared, loaded 2-core machine, for every backend,
-    // pidfd included, with or without sanitizers). What the bound catches is a loop that
+    // pidfd included, with or without sanitizers, and 1.09 s once with eight builds running
+    // beside the test). What the bound catches is a loop that
     // drains the whole storm, or sleeps until a timeout, before it reads its socket again.
-    constexpr auto request_bound = 1s;
+    constexpr auto request_bound = 2500ms;
 
     int batch = total;
     struct rlimit nproc {};

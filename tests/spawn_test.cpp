@@ -443,8 +443,9 @@ TEST_P(Spawn, ChildStartsWithCleanSignalState) {
         r.exited = true;
         r.status = s;
     });
-    // Restored right after the spawn: the test checks what the child got at creation.
-    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    // Restored right after the spawn: the test checks what the child got at creation. Only
+    // what the test blocked is unblocked: the loop may have blocked SIGCHLD itself (signalfd).
+    pthread_sigmask(SIG_UNBLOCK, &block, nullptr);
     sigaction(SIGUSR2, &old_usr2, nullptr);
     sigaction(SIGPIPE, &old_pipe, nullptr);
     sigaction(SIGHUP, &old_hup, nullptr);

@@ -18,14 +18,10 @@
 // interrupted; the thread the hub forwards to is refreshed before every poll, because a
 // loop may be made on one thread and run on another.
 //
-// Reaping never uses waitpid(-1): other code's children stay waitable. After a flag, an
-// EINTR, or once per cap as a safety net (a signal that never arrives, e.g. because every
-// thread blocks SIGCHLD, still costs no more than the cap):
-//   1. peek with waitid(P_ALL, WNOWAIT) and reap each zombie that is ours with
-//      waitid(P_PID); one SIGCHLD can stand for many exits, so this repeats;
-//   2. only if the peek shows a zombie that is not ours (it hides ours behind it), ask each
-//      watched pid in turn: O(watched) for that wakeup only.
-// All of it is bounded by the loop's per-iteration budget.
+// Reaping is core/reaper's pid_reaper, shared with selfpipe and signalfd: never
+// waitpid(-1), only watched pids, bounded by the loop's per-iteration budget. It looks after
+// a flag, an EINTR, or once per cap as a safety net (a signal that never arrives, e.g.
+// because every thread blocks SIGCHLD, still costs no more than the cap).
 
 #include <pthread.h>
 #include <signal.h>
@@ -36,11 +32,11 @@
 #include <chrono>
 #include <climits>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "core/child_watcher.hpp"
 #include "core/error.hpp"
+#include "core/reaper.hpp"
 #include "core/sigchld_hub.hpp"
 
 namespace zreap::detail {
@@ -71,17 +67,15 @@ class sigaction_watcher final : public child_watcher {
 
     // Without watched children no exit can be lost, so an idle loop that watches none never
     // wakes up on its own; with children, the cap bounds what a lost wakeup costs.
-    int max_wait_ms() const noexcept override { return watched_.empty() ? -1 : cap_ms_; }
+    int max_wait_ms() const noexcept override { return reaper_.empty() ? -1 : cap_ms_; }
 
     void watch(pid_t pid, int) override {
-        if (watched_.empty())
+        if (reaper_.empty())
             next_peek_ = clock::now() + cap_;
-        watched_.insert(pid);
-        // It may have exited already, its SIGCHLD consumed long ago: look at it next time.
-        fresh_.push_back(pid);
+        reaper_.watch(pid);
     }
 
-    void unwatch(pid_t pid) noexcept override { watched_.erase(pid); }
+    void unwatch(pid_t pid) noexcept override { reaper_.unwatch(pid); }
 
     bool wants_immediate_poll() noexcept override {
         pthread_t self = pthread_self();
@@ -95,7 +89,7 @@ class sigaction_watcher final : public child_watcher {
         // pending exits is full, and a flag taken then must still lead to a look.
         if (flag_.exchange(0, std::memory_order_acq_rel) != 0)
             seen_ = true;
-        return seen_ || !fresh_.empty();
+        return seen_ || reaper_.has_hints();
     }
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
@@ -106,89 +100,29 @@ class sigaction_watcher final : public child_watcher {
         seen_ = false;
         // Consumed before peeking: a SIGCHLD after this sets it again, so nothing is lost.
         const bool late = flag_.exchange(0, std::memory_order_acq_rel) != 0;
-
-        const std::size_t start = out.size();
-        auto full = [&] { return out.size() - start >= max; };
-
-        while (!fresh_.empty() && !full()) {
-            pid_t pid = fresh_.back();
-            fresh_.pop_back();
-            if (watched_.count(pid))
-                try_reap(pid, out);
-        }
-        if (watched_.empty()) {
+        if (reaper_.empty()) {
             more_ = false;
-            return !fresh_.empty();
+            return reaper_.reap(false, out, max);  // only drops stale hints
         }
-
         const clock::time_point now = clock::now();
         const bool due = now >= next_peek_;  // the safety net: once per cap at least
-        if ((announced || late || due) && !full()) {
+        const bool look = announced || late || due;
+        if (look)
             next_peek_ = now + cap_;
-            const std::size_t before = out.size();
-            peek_and_reap(out, full);
-            if (!announced && out.size() > before)
-                ++lost_;
-        }
-        more_ = full();
-        return more_ || !fresh_.empty();
+        // Exits found through the hints of freshly watched pids were never announced by a
+        // signal of their own; they are not lost wakeups.
+        const bool had_hints = reaper_.has_hints();
+        const std::size_t before = out.size();
+        bool more = reaper_.reap(look, out, max);
+        if (look && !announced && !had_hints && out.size() > before)
+            ++lost_;
+        more_ = out.size() - before >= max;
+        return more;
     }
 
     std::uint64_t lost_wakeups() const noexcept override { return lost_; }
 
   private:
-    // Reaps @p pid if it has exited; true if it was reaped (or found gone).
-    bool try_reap(pid_t pid, std::vector<exit_status>& out) {
-        siginfo_t si{};
-        int rc;
-        while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG)) < 0 &&
-               errno == EINTR) {
-        }
-        if (rc < 0) {
-            if (errno != ECHILD)
-                throw_errno(std::string(who) + ": waitid(P_PID)");
-            // Other code reaped it behind our back: the exit happened, its status is gone.
-            watched_.erase(pid);
-            out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
-            return true;
-        }
-        if (si.si_pid == 0)
-            return false;  // still running
-        watched_.erase(pid);
-        out.push_back(exit_status::from_siginfo(si));
-        return true;
-    }
-
-    template <typename Full>
-    void peek_and_reap(std::vector<exit_status>& out, Full full) {
-        while (!full()) {
-            siginfo_t si{};
-            int rc = ::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
-            if (rc < 0 && errno == EINTR)
-                continue;
-            if (rc < 0 || si.si_pid == 0)
-                return;  // ECHILD: no children; or no zombie
-            if (!watched_.count(si.si_pid)) {
-                // A zombie that belongs to other code stays first in line and would hide
-                // ours: ask each watched pid instead.
-                scan(out, full);
-                return;
-            }
-            if (!try_reap(si.si_pid, out))
-                return;  // cannot happen; never spin on it
-        }
-    }
-
-    template <typename Full>
-    void scan(std::vector<exit_status>& out, Full full) {
-        scratch_.assign(watched_.begin(), watched_.end());
-        for (pid_t pid : scratch_) {
-            if (full())
-                return;
-            try_reap(pid, out);
-        }
-    }
-
     std::atomic<int> flag_{0};
     int slot_ = -1;
     pthread_t thread_{};
@@ -198,9 +132,7 @@ class sigaction_watcher final : public child_watcher {
     bool seen_ = false;  // the flag was up at a pre-poll check since the last reap()
     bool more_ = false;  // the last reap ran out of budget
     std::uint64_t lost_ = 0;
-    std::unordered_set<pid_t> watched_;
-    std::vector<pid_t> fresh_;
-    std::vector<pid_t> scratch_;
+    pid_reaper reaper_{who};
 };
 
 bool sigaction_usable() noexcept {

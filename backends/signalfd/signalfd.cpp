@@ -35,7 +35,7 @@
 #include "core/error.hpp"
 #include "core/reaper.hpp"
 #include "core/sigchld_hub.hpp"
-#include "core/sigchld_mask.hpp"
+#include "sigchld_mask_linux.hpp"
 #include "core/unique_fd.hpp"
 
 namespace zreap::detail {

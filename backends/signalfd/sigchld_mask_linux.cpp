@@ -1,4 +1,4 @@
-#include "sigchld_mask.hpp"
+#include "sigchld_mask_linux.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
