@@ -8,12 +8,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-setup() {  # setup BUILDDIR SOURCEDIR [meson options...]: a fresh configure each time
+setup() {  # setup BUILDDIR SOURCEDIR [meson options...]
   local dir=$1 src=$2; shift 2
-  rm -rf "$dir"
-  meson setup "$dir" "$src" "$@" >/dev/null
+  if [ -d "$dir/meson-private" ]; then
+    meson setup --reconfigure "$dir" "$src" "$@" >/dev/null
+  else
+    meson setup "$dir" "$src" "$@" >/dev/null
+  fi
   meson compile -C "$dir" >/dev/null
 }
+
+# No stale result may survive a step that fails before its own tests run: scripts/test.sh
+# counts a missing test log as a failure.
+rm -f build-consumer-sub/meson-logs/testlog.json build-consumer-inst/meson-logs/testlog.json
 
 # 1. Subproject. The symlink is what a user's subprojects/ directory (or a wrap) provides.
 mkdir -p tests/consumer/subprojects
