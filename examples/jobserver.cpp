@@ -286,7 +286,8 @@ class server {
                 return reply(client, delimiter, {"error", "run: an argument contains a NUL byte"});
         }
         if (!runnable(argv[0]))
-            return reply(client, delimiter, {"error", "run: no such program: " + argv[0]});
+            return reply(client, delimiter,
+                         {"error", "run: no such program, or not executable: " + argv[0]});
         bool start_now = running_ < o_.max_jobs;
         if (!start_now && queue_.size() >= o_.max_queue)
             return reply(client, delimiter, {"error", "run: queue full"});

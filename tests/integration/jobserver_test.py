@@ -10,9 +10,11 @@ The backend is --backend, else $ZREAP_BACKEND, else the library's default. Phase
     SIGKILL) and 10 malformed requests, all sent in a shuffled order over one DEALER socket.
     Every job must get exactly one result with the right outcome and output, every malformed
     request an error, every cancel an "ok".
- 2. The server must still be healthy (ping: nothing running or queued) and have no child
+ 2. A queued job whose program is deleted before its turn gets a "result" with outcome
+    "error" (spawn's ENOENT), and the server carries on.
+ 3. The server must still be healthy (ping: nothing running or queued) and have no child
     left, zombie or not; the C++ jobclient runs one job against it.
- 3. SIGTERM with jobs running and queued: every one is answered, the server exits 0.
+ 4. SIGTERM with jobs running and queued: every one is answered, the server exits 0.
 
 Exits 0 when all holds, 1 with the failures listed otherwise. Bounded by --timeout.
 """
@@ -234,11 +236,43 @@ def phase_jobs(args, sock, deadline, tmpdir):
           f"{errors} malformed requests refused, {elapsed:.2f} s, {200 / elapsed:.0f} jobs/s")
 
 
+def phase_vanished(sock, deadline, tmpdir):
+    script = os.path.join(tmpdir, "vanishing.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\necho never\n")
+    os.chmod(script, 0o755)
+    sleepers = []
+    for _ in range(MAX_JOBS):
+        sock.send_multipart([b"run", b"sleep", b"30"])
+        msg = recv(sock, deadline)
+        check(msg[0] == b"accepted", f"sleeper: {msg}")
+        sleepers.append(msg[1])
+    sock.send_multipart([b"run", script.encode()])
+    msg = recv(sock, deadline)
+    check(msg[0] == b"accepted", f"queued script: {msg}")
+    script_id = msg[1]
+    os.unlink(script)
+    for job_id in sleepers:
+        sock.send_multipart([b"cancel", job_id])
+    results = {}
+    oks = 0
+    while len(results) < MAX_JOBS + 1 or oks < MAX_JOBS:
+        msg = recv(sock, deadline)
+        if msg[0] == b"ok":
+            oks += 1
+            continue
+        check(msg[0] == b"result" and msg[1] not in results, f"phase 2: {msg[:2]}")
+        results[msg[1]] = msg
+    r = results[script_id]
+    check(r[2] == b"error" and b"No such file" in r[3], f"vanished program: {r[2:4]}")
+    print(f"phase 2: a queued job whose program vanished was answered: {r[3].decode()}")
+
+
 def phase_health(args, sock, proc, endpoint, deadline):
     sock.send_multipart([b"ping"])
     msg = recv(sock, deadline)
     check(msg[0] == b"pong", f"ping answered {msg}")
-    check(b"running=0 queued=0" in msg[1], f"ping: {msg[1]}")
+    check(b"running=0 queued=0 finished=209" in msg[1], f"ping: {msg[1]}")
     # Every child reaped: the server has no child process left, zombie or not.
     kids = children_of(proc.pid)
     check(not kids, f"server still has children {kids}")
@@ -249,7 +283,7 @@ def phase_health(args, sock, proc, endpoint, deadline):
         text = out.stdout.decode()
         check(out.returncode == 4 and "exited with code 4" in text and "from-jobclient" in text,
               f"jobclient: rc {out.returncode}, {text!r}")
-    print(f"phase 2: healthy ({msg[1].decode()}), no child left"
+    print(f"phase 3: healthy ({msg[1].decode()}), no child left"
           + (", jobclient ok" if args.client else ""))
 
 
@@ -287,7 +321,7 @@ def phase_shutdown(sock, proc, deadline, tmpdir):
     except subprocess.TimeoutExpired:
         raise Failed("server did not exit after SIGTERM")
     check(rc == 0, f"server exited with {rc} after SIGTERM")
-    print(f"phase 3: SIGTERM answered all {len(ids)} jobs and exited 0 in "
+    print(f"phase 4: SIGTERM answered all {len(ids)} jobs and exited 0 in "
           f"{time.monotonic() - t0:.2f} s")
 
 
@@ -312,6 +346,7 @@ def main():
             print(f"jobserver_test: backend {backend}, server at {endpoint}, seed {args.seed}")
             sock.connect(endpoint)
             phase_jobs(args, sock, deadline, tmpdir)
+            phase_vanished(sock, deadline, tmpdir)
             phase_health(args, sock, proc, endpoint, deadline)
             phase_shutdown(sock, proc, deadline, tmpdir)
     except Failed as e:
