@@ -372,8 +372,11 @@ class server {
         int fd = is_err ? j.proc.stderr_fd() : j.proc.stdout_fd();
         char buf[65536];
         // While the child runs, a few reads per wakeup keep one busy pipe from starving the
-        // rest of the loop; after its exit, read everything it left behind.
-        for (int reads = 0; until_empty || reads < 4; ++reads) {
+        // rest of the loop. After its exit, read what it left behind: at most a pipe's
+        // capacity (1 MiB at Linux's default pipe-max-size), unless a grandchild that holds
+        // the write end keeps writing, and that must not keep us here for ever.
+        const int max_reads = until_empty ? 16 : 4;
+        for (int reads = 0; reads < max_reads; ++reads) {
             ssize_t n = ::read(fd, buf, sizeof buf);
             if (n < 0 && errno == EINTR)
                 continue;

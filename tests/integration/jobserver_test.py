@@ -11,7 +11,8 @@ The backend is --backend, else $ZREAP_BACKEND, else the library's default. Phase
     Every job must get exactly one result with the right outcome and output, every malformed
     request an error, every cancel an "ok".
  2. A queued job whose program is deleted before its turn gets a "result" with outcome
-    "error" (spawn's ENOENT), and the server carries on.
+    "error" (spawn's ENOENT), and the server carries on; a job whose grandchild keeps its
+    stdout open is answered when the job exits, not when the pipe closes.
  3. The server must still be healthy (ping: nothing running or queued) and have no child
     left, zombie or not; the C++ jobclient runs one job against it.
  4. SIGTERM with jobs running and queued: every one is answered, the server exits 0.
@@ -268,11 +269,26 @@ def phase_vanished(sock, deadline, tmpdir):
     print(f"phase 2: a queued job whose program vanished was answered: {r[3].decode()}")
 
 
+def phase_grandchild(sock, deadline):
+    """A grandchild keeps the job's stdout open after the job exits: the result must not
+    wait for an EOF that comes only when the grandchild ends."""
+    sock.send_multipart([b"run", b"sh", b"-c", b"sleep 30 & echo $!"])
+    msg = recv(sock, deadline)
+    check(msg[0] == b"accepted", f"grandchild job: {msg}")
+    t0 = time.monotonic()
+    r = recv(sock, min(deadline, t0 + 10))
+    grandchild = int(r[4])
+    os.kill(grandchild, signal.SIGKILL)
+    check(r[0] == b"result" and r[2:4] == [b"exit", b"0"], f"grandchild job: {r[:4]}")
+    print(f"phase 2b: a job whose grandchild holds its stdout answered in "
+          f"{time.monotonic() - t0:.2f} s")
+
+
 def phase_health(args, sock, proc, endpoint, deadline):
     sock.send_multipart([b"ping"])
     msg = recv(sock, deadline)
     check(msg[0] == b"pong", f"ping answered {msg}")
-    check(b"running=0 queued=0 finished=209" in msg[1], f"ping: {msg[1]}")
+    check(b"running=0 queued=0 finished=210" in msg[1], f"ping: {msg[1]}")
     # Every child reaped: the server has no child process left, zombie or not.
     kids = children_of(proc.pid)
     check(not kids, f"server still has children {kids}")
@@ -347,6 +363,7 @@ def main():
             sock.connect(endpoint)
             phase_jobs(args, sock, deadline, tmpdir)
             phase_vanished(sock, deadline, tmpdir)
+            phase_grandchild(sock, deadline)
             phase_health(args, sock, proc, endpoint, deadline)
             phase_shutdown(sock, proc, deadline, tmpdir)
     except Failed as e:
