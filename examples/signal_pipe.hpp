@@ -37,10 +37,13 @@ class signal_pipe {
         }
     }
     ~signal_pipe() {
+        // Handlers first, then the fds: a late signal must never write to a closed (and
+        // perhaps reused) descriptor.
         restore(2);
-        ::close(read_fd_);
-        ::close(write_fd_);
+        int w = write_fd_;
         write_fd_ = -1;
+        ::close(read_fd_);
+        ::close(w);
     }
     signal_pipe(const signal_pipe&) = delete;
     signal_pipe& operator=(const signal_pipe&) = delete;
@@ -66,15 +69,17 @@ class signal_pipe {
 
   private:
     static constexpr int signals[2] = {SIGINT, SIGTERM};
-    static inline int write_fd_ = -1;
+    // Read by the handler: sig_atomic_t, and volatile so the store order above holds.
+    static inline volatile sig_atomic_t write_fd_ = -1;
 
     // Async-signal-safe: one write, errno saved. A full pipe is already readable, so
     // EAGAIN loses nothing.
     static void on_signal(int sig) {
         int saved = errno;
         unsigned char b = static_cast<unsigned char>(sig);
-        if (write_fd_ >= 0)
-            (void)!::write(write_fd_, &b, 1);
+        int fd = write_fd_;
+        if (fd >= 0)
+            (void)!::write(fd, &b, 1);
         errno = saved;
     }
 

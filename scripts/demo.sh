@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 if [ -d build/meson-private ]; then meson setup --reconfigure build >/dev/null; else meson setup build >/dev/null; fi
-meson compile -C build examples/jobserver examples/jobclient examples/hello >/dev/null
+meson compile -C build examples/jobserver examples/jobclient >/dev/null
 
 server=./build/examples/jobserver
 client=./build/examples/jobclient
