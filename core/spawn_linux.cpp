@@ -23,7 +23,7 @@ namespace zreap::detail {
 
 namespace {
 
-int child_entry(void* arg) {
+ZREAP_CHILD_CODE int child_entry(void* arg) {
     spawn_child_main(*static_cast<const spawn_plan*>(arg));
 }
 
