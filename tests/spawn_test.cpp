@@ -164,6 +164,13 @@ TEST_P(Spawn, PidfdOnlyWithThePidfdBackend) {
     if (GetParam() == backend::pidfd) {
         ASSERT_GE(c.pidfd(), 0);
         EXPECT_TRUE(::fcntl(c.pidfd(), F_GETFD) & FD_CLOEXEC);
+        // The kernel says which process a pidfd names.
+        std::ifstream info("/proc/self/fdinfo/" + std::to_string(c.pidfd()));
+        std::string key, value, named;
+        while (info >> key >> value)
+            if (key == "Pid:")
+                named = value;
+        EXPECT_EQ(named, std::to_string(c.pid()));
     } else {
         EXPECT_EQ(c.pidfd(), -1);
     }
