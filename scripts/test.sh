@@ -25,7 +25,7 @@ setup build
 dirs+=(build)
 meson test -C build --print-errorlogs || true
 
-setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dexamples=disabled -Dbenchmarks=disabled
+setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=disabled
 dirs+=(build-asan)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs || true
