@@ -5,10 +5,13 @@
 //
 //   spawn_bench [--spawns N] [--inflight K] [--rounds R]
 //
-// Prints one line per round and measurement, then the median per backend. Not a test: it
-// asserts nothing.
+// Prints one line per round and measurement, then the median per backend. Two figures
+// each: wall time per spawn+reap (what a user waits for), and CPU time per spawn+reap of
+// this process and its children together (getrusage), which a loaded machine distorts far
+// less than wall time. Not a test: it asserts nothing.
 
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,13 +40,34 @@ struct config {
     int rounds = 5;
 };
 
-double us_per_spawn(clock_type::duration d, int n) {
-    return std::chrono::duration<double, std::micro>(d).count() / n;
+struct sample {
+    double wall_us;  // per spawn+reap
+    double cpu_us;   // per spawn+reap, this process and its reaped children
+};
+
+double cpu_us_now() {
+    double us = 0;
+    for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+        struct rusage ru {};
+        ::getrusage(who, &ru);
+        us += ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1e6 +
+              ru.ru_stime.tv_usec;
+    }
+    return us;
 }
+
+struct stopwatch {
+    clock_type::time_point t0 = clock_type::now();
+    double cpu0 = cpu_us_now();
+    sample per(int n) const {
+        return {std::chrono::duration<double, std::micro>(clock_type::now() - t0).count() / n,
+                (cpu_us_now() - cpu0) / n};
+    }
+};
 
 // The floor: nothing can spawn and learn of an exit faster than posix_spawn plus a
 // blocking waitpid. The process has no other children here, so waitpid(-1) is fair.
-double run_floor(const config& c) {
+sample run_floor(const config& c) {
     char* argv[] = {const_cast<char*>(program), nullptr};
     int started = 0, done = 0;
     auto start_one = [&] {
@@ -54,7 +78,7 @@ double run_floor(const config& c) {
         }
         ++started;
     };
-    auto t0 = clock_type::now();
+    stopwatch sw;
     while (started < std::min(c.inflight, c.spawns))
         start_one();
     while (done < c.spawns) {
@@ -70,10 +94,10 @@ double run_floor(const config& c) {
         if (started < c.spawns)
             start_one();
     }
-    return us_per_spawn(clock_type::now() - t0, c.spawns);
+    return sw.per(c.spawns);
 }
 
-double run_zreap(zreap::backend b, const config& c) {
+sample run_zreap(zreap::backend b, const config& c) {
     zreap::loop lp(b);
     zreap::spawn_options o;
     o.argv = {program};
@@ -88,7 +112,7 @@ double run_zreap(zreap::backend b, const config& c) {
         if (started < c.spawns)
             start_one();
     };
-    auto t0 = clock_type::now();
+    stopwatch sw;
     while (started < std::min(c.inflight, c.spawns))
         start_one();
     lp.run();
@@ -97,7 +121,7 @@ double run_zreap(zreap::backend b, const config& c) {
                      done, c.spawns);
         std::exit(1);
     }
-    return us_per_spawn(clock_type::now() - t0, c.spawns);
+    return sw.per(c.spawns);
 }
 
 double median(std::vector<double> v) {
@@ -126,29 +150,37 @@ int main(int argc, char** argv) {
 
     std::printf("spawn+reap of %s, %d per run, %d in flight, %d interleaved rounds\n", program,
                 c.spawns, c.inflight, c.rounds);
-    std::vector<double> floors;
-    std::map<std::string, std::vector<double>> us, ratios;
+    std::vector<double> floor_wall, floor_cpu;
+    std::map<std::string, std::vector<double>> wall, cpu, wall_ratio, cpu_ratio;
     for (int r = 0; r < c.rounds; ++r) {
-        double f = run_floor(c);
-        floors.push_back(f);
-        std::printf("round %d  posix_spawn+waitpid %8.1f us\n", r + 1, f);
+        sample f = run_floor(c);
+        floor_wall.push_back(f.wall_us);
+        floor_cpu.push_back(f.cpu_us);
+        std::printf("round %d  %-19s wall %8.1f us         cpu %7.1f us\n", r + 1,
+                    "posix_spawn+waitpid", f.wall_us, f.cpu_us);
         for (zreap::backend b : backends) {
             std::string name(to_string(b));
-            double t = run_zreap(b, c);
-            us[name].push_back(t);
-            ratios[name].push_back(t / f);
-            std::printf("round %d  %-19s %8.1f us  %.3fx\n", r + 1, name.c_str(), t, t / f);
+            sample t = run_zreap(b, c);
+            wall[name].push_back(t.wall_us);
+            cpu[name].push_back(t.cpu_us);
+            wall_ratio[name].push_back(t.wall_us / f.wall_us);
+            cpu_ratio[name].push_back(t.cpu_us / f.cpu_us);
+            std::printf("round %d  %-19s wall %8.1f us %.3fx  cpu %7.1f us %.3fx\n", r + 1,
+                        name.c_str(), t.wall_us, t.wall_us / f.wall_us, t.cpu_us,
+                        t.cpu_us / f.cpu_us);
         }
     }
     std::printf(
-        "\nmedian over %d rounds (us per spawn+reap; ratio = median of per-round "
+        "\nmedian over %d rounds, per spawn+reap (ratio = median of the per-round "
         "ratios to the floor)\n",
         c.rounds);
-    std::printf("  %-19s %8.1f us  1.000x\n", "posix_spawn+waitpid", median(floors));
+    std::printf("  %-19s wall %8.1f us 1.000x  cpu %7.1f us 1.000x\n", "posix_spawn+waitpid",
+                median(floor_wall), median(floor_cpu));
     for (zreap::backend b : backends) {
         std::string name(to_string(b));
-        std::printf("  %-19s %8.1f us  %.3fx\n", name.c_str(), median(us[name]),
-                    median(ratios[name]));
+        std::printf("  %-19s wall %8.1f us %.3fx  cpu %7.1f us %.3fx\n", name.c_str(),
+                    median(wall[name]), median(wall_ratio[name]), median(cpu[name]),
+                    median(cpu_ratio[name]));
     }
     return 0;
 }

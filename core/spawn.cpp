@@ -42,14 +42,14 @@ namespace detail {
 
 namespace {
 
-[[noreturn]] void report_and_exit(int fd, spawn_stage stage, int err) noexcept {
+[[noreturn]] ZREAP_CHILD_CODE void report_and_exit(int fd, spawn_stage stage, int err) noexcept {
     spawn_failure f{static_cast<int>(stage), err};
     while (::write(fd, &f, sizeof f) < 0 && errno == EINTR) {
     }
     ::_exit(127);
 }
 
-int dup2_retry(int from, int to) noexcept {
+ZREAP_CHILD_CODE int dup2_retry(int from, int to) noexcept {
     int rc;
     while ((rc = ::dup2(from, to)) < 0 && errno == EINTR) {
     }
@@ -57,14 +57,14 @@ int dup2_retry(int from, int to) noexcept {
 }
 
 // The errors after which execvp tries the next PATH entry; anything else is final.
-bool try_next_path(int err) noexcept {
+ZREAP_CHILD_CODE bool try_next_path(int err) noexcept {
     return err == ENOENT || err == ENOTDIR || err == EACCES || err == ESTALE || err == ENODEV ||
            err == ETIMEDOUT || err == ELOOP || err == ENAMETOOLONG;
 }
 
 }  // namespace
 
-void spawn_child_main(const spawn_plan& p) noexcept {
+ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
     // First of all: no handler of the parent's may run in here (with CLONE_VM or vfork it
     // would run on the parent's memory). The parent has every signal blocked; the child
     // resets every disposition, SIG_IGN included since that survives execve, and only then
@@ -186,7 +186,7 @@ cloexec_pipe make_cloexec_pipe(const std::string& what) {
 
 // vfork where there is one: no page-table copy, so a spawn costs the same whatever the
 // parent's size. Kept out of line with nothing live across the call but its argument.
-__attribute__((noinline)) pid_t create_portable(const spawn_plan* plan) noexcept {
+ZREAP_CHILD_CODE __attribute__((noinline)) pid_t create_portable(const spawn_plan* plan) noexcept {
 #if ZREAP_HAVE_VFORK
     pid_t pid = ::vfork();
 #else

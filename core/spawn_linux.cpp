@@ -23,30 +23,48 @@ namespace zreap::detail {
 
 namespace {
 
-int child_entry(void* arg) {
+ZREAP_CHILD_CODE int child_entry(void* arg) {
     spawn_child_main(*static_cast<const spawn_plan*>(arg));
 }
 
-// Ample for spawn_child_main (a few frames, a few hundred bytes, more under sanitizers).
-// MAP_NORESERVE: only the pages the child touches are ever backed.
+// Ample for spawn_child_main (a few frames, a few hundred bytes). MAP_NORESERVE: only the
+// pages the child touches are ever backed.
 constexpr std::size_t stack_size = 256 * 1024;
+
+// One stack per thread, made on first use and kept: CLONE_VFORK returns only once the
+// child has exec'd or exited, so the stack is free again when clone returns, and reusing
+// it saves an mmap, a munmap (a TLB shootdown in a threaded process) and page faults on
+// every spawn.
+struct clone_stack {
+    void* base = nullptr;
+    ~clone_stack() {
+        if (base)
+            ::munmap(base, stack_size);
+    }
+    void* top() noexcept {
+        if (!base) {
+            void* p = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+            if (p == MAP_FAILED)
+                return nullptr;
+            base = p;
+        }
+        // The stack grows down on every architecture glibc's clone() supports but hppa.
+        return static_cast<char*>(base) + stack_size;
+    }
+};
+
+thread_local clone_stack stack;
 
 }  // namespace
 
 pid_t clone_with_pidfd(const spawn_plan& plan, int* pidfd) noexcept {
-    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
-    if (stack == MAP_FAILED)
+    void* top = stack.top();
+    if (!top)
         return -1;
-    // The stack grows down on every architecture glibc's clone() supports but hppa.
-    void* top = static_cast<char*>(stack) + stack_size;
     *pidfd = -1;
-    pid_t pid = ::clone(child_entry, top, CLONE_PIDFD | CLONE_VM | CLONE_VFORK | SIGCHLD,
-                        const_cast<spawn_plan*>(&plan), pidfd);
-    int err = errno;
-    ::munmap(stack, stack_size);
-    errno = err;
-    return pid;
+    return ::clone(child_entry, top, CLONE_PIDFD | CLONE_VM | CLONE_VFORK | SIGCHLD,
+                   const_cast<spawn_plan*>(&plan), pidfd);
 }
 
 int send_signal_pidfd(int pidfd, int sig) noexcept {

@@ -3,7 +3,7 @@
 # Sourced by scripts/test.sh and scripts/demo.sh; runs apt-get through sudo when not root.
 set -euo pipefail
 packages=(
-  g++ meson ninja-build pkg-config python3
+  g++ meson ninja-build pkg-config python3 python3-zmq
   libzmq3-dev cppzmq-dev libev-dev
   libgtest-dev libgmock-dev
 )

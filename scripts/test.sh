@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what zreap needs (Debian 12), builds it and runs the whole test suite:
-#   1. a normal build: unit tests and the contract suite once per compiled backend;
+#   1. a normal build: unit tests, the contract suite once per compiled backend, and the
+#      integration suites (the example programs driven by pyzmq: 'integration' for the
+#      default backend, 'integration-all' once per compiled backend);
 #   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 # Ends with one line "N passed, N failed" counting every test case of every run, and exits
 # non-zero if anything failed.
@@ -23,7 +25,7 @@ setup build
 dirs+=(build)
 meson test -C build --print-errorlogs || true
 
-setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dexamples=disabled -Dbenchmarks=disabled
+setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=disabled
 dirs+=(build-asan)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs || true
