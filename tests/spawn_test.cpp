@@ -22,6 +22,11 @@
 
 #include "helpers.hpp"
 
+#if ZREAP_TEST_SECCOMP
+#include <sched.h>
+#include <seccomp.h>
+#endif
+
 using namespace zreap_test;
 using zreap::backend;
 using zreap::exit_status;
@@ -161,7 +166,9 @@ TEST_P(Spawn, PidfdOnlyWithThePidfdBackend) {
     zreap::child c =
         zreap::spawn(lp, helper({"exit", "0"}), [&](const exit_status&) { done = true; });
     EXPECT_GT(c.pid(), 0);
-    if (GetParam() == backend::pidfd) {
+    // The build's probe says whether clone(CLONE_PIDFD) is compiled in; the pidfd backend
+    // must then get the pidfd from clone, and no other backend gets one.
+    if (GetParam() == backend::pidfd && ZREAP_EXPECT_CLONE_PIDFD) {
         ASSERT_GE(c.pidfd(), 0);
         EXPECT_TRUE(::fcntl(c.pidfd(), F_GETFD) & FD_CLOEXEC);
         // The kernel says which process a pidfd names.
@@ -637,6 +644,37 @@ TEST_P(Spawn, DestroyingTheChildObjectStillReportsTheExit) {
     }
     ASSERT_TRUE(run_until(lp, [&] { return done; }));
 }
+
+#if ZREAP_TEST_SECCOMP
+// A kernel or a container whose seccomp filter refuses clone(CLONE_PIDFD): spawn falls back
+// to the portable path (and the pidfd backend to pidfd_open) instead of failing. Run in a
+// death-test child, since a seccomp filter cannot be removed again.
+TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    const backend b = GetParam();
+    EXPECT_EXIT(
+        {
+            scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+            // glibc's clone() passes the flags as the system call's first argument.
+            if (!ctx ||
+                seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone), 1,
+                                 SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_PIDFD, CLONE_PIDFD)) != 0 ||
+                seccomp_load(ctx) != 0)
+                std::_Exit(10);
+            seccomp_release(ctx);
+            zreap::loop lp(b);
+            int code = -1;
+            zreap::child c = zreap::spawn(lp, helper({"exit", "7"}),
+                                          [&](const exit_status& s) { code = s.exit_code(); });
+            if (c.pidfd() != -1)
+                std::_Exit(11);
+            if (!run_until(lp, [&] { return code >= 0; }))
+                std::_Exit(12);
+            std::_Exit(code == 7 ? 0 : 13);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+#endif
 
 std::string param_name(const ::testing::TestParamInfo<backend>& info) {
     return std::string(to_string(info.param));

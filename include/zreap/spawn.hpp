@@ -89,7 +89,9 @@ public:
     /// The child's process id.
     pid_t pid() const noexcept;
     /// The pidfd obtained atomically when the child was created (pidfd backend), or -1.
-    /// Owned by the child object.
+    /// Owned by zreap: valid at least while the child object lives; do not close it. (It is
+    /// closed once both the child object and the loop's use of it, the exit callback and a
+    /// pending terminate(), are gone.)
     int pidfd() const noexcept;
     /// The parent's end of a stdio::pipe (non-blocking, close-on-exec, ready for
     /// loop::add_fd), or -1. Owned by the child object until release_*() is called.
@@ -116,7 +118,9 @@ public:
     /// a recycled pid. Throws std::system_error (ESRCH) once the child has been reaped.
     void kill(int sig);
     /// SIGTERM now, then SIGKILL if the child has not exited after @p grace, driven by the
-    /// loop's timers; never blocks. Does nothing once the child has been reaped.
+    /// loop's timers; never blocks. Does nothing once the child has been reaped. The timer
+    /// is removed when the child exits; a second call restarts the grace period. The SIGKILL
+    /// still comes if the child object is destroyed meanwhile. Needs the loop alive.
     void terminate(std::chrono::milliseconds grace);
 
     struct state;
