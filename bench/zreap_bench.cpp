@@ -111,6 +111,8 @@ key_info describe(const std::string& key, const params& p) {
         return {"reap " + std::to_string(p.throughput_children) + " exec'd children, " +
                     std::to_string(p.in_flight) + " in flight (time per run)",
                 "ms", 1e6, true};
+    if (key == "tput_cpu")
+        return {"the same: CPU time of the parent per child (user + system)", "us", 1e3, true};
     if (key.rfind("scale_", 0) == 0)
         return {"exit -> notice (exec child) with " + key.substr(6) +
                     " other children alive and watched",
@@ -577,7 +579,8 @@ int main(int argc, char** argv) {
         if (opt.mode == "all") {
             opt.rounds = 2;
             opt.p.latency_samples = 150;
-            opt.p.scale_samples = 60;
+            opt.p.scale_samples = 100;
+            opt.max_rounds["scale"] = 1;
         } else if (opt.mode == "quick") {
             opt.rounds = 2;
             opt.p.latency_samples = 30;

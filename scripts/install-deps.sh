@@ -7,6 +7,10 @@ packages=(
   libzmq3-dev cppzmq-dev libev-dev
   libgtest-dev libgmock-dev
 )
+if [ -n "${ZREAP_BENCH_PACKAGES:-}" ]; then
+  # Only for scripts/bench.sh: the peer libraries compared with, and the plotter.
+  packages+=(libuv1-dev libglib2.0-dev libsystemd-dev gnuplot-nox)
+fi
 if [ -n "${ZREAP_EXTRA_PACKAGES:-}" ]; then
   # shellcheck disable=SC2206
   packages+=(${ZREAP_EXTRA_PACKAGES})
