@@ -2,8 +2,10 @@
 //   bench-child exit             exits at once
 //   bench-child stamp DELAY_US   sleeps DELAY_US, writes its CLOCK_MONOTONIC time (int64 ns)
 //                                to stdout, exits: the parent learns when the exit began
-//   bench-child hold             exits when stdin reaches end-of-file (the parent closes a gate)
+//   bench-child hold             at the lowest priority, exits when stdin reaches end-of-file
+//                                (the parent closes a gate)
 
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@ int main(int argc, char** argv) {
         _exit(0);
     }
     if (argc >= 2 && std::strcmp(argv[1], "hold") == 0) {
+        ::setpriority(PRIO_PROCESS, 0, 19);  // as the forked holders do (scenarios.cpp)
         char buf[64];
         for (;;) {
             ssize_t n = ::read(0, buf, sizeof buf);

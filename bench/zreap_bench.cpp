@@ -186,11 +186,11 @@ stats compute(std::vector<double> v) {
 // The table's order: latency, throughput, scaling by K, idle, load.
 void sort_keys(std::vector<std::string>& keys) {
     auto rank = [](const std::string& k) -> std::pair<int, int> {
-        static const std::vector<std::string> order{"lat_fork",   "lat_exec",   "tput",
-                                                    "scale_",     "idle_wps",   "idle_polls",
-                                                    "load_quiet", "load_storm", "load_storm_time"};
+        static const std::vector<std::string> order{
+            "lat_fork", "lat_exec",   "tput",       "tput_cpu",   "scale_",
+            "idle_wps", "idle_polls", "load_quiet", "load_storm", "load_storm_time"};
         if (k.rfind("scale_", 0) == 0)
-            return {3, std::stoi(k.substr(6))};
+            return {4, std::stoi(k.substr(6))};
         auto it = std::find(order.begin(), order.end(), k);
         return {static_cast<int>(it - order.begin()), 0};
     };
