@@ -373,21 +373,23 @@ void write_cdf(const std::string& path, const results& res, const std::string& k
         std::sort(v.begin(), v.end());
         f << "# " << subj << "\n";
         size_t step = std::max<size_t>(1, v.size() / 400);
+        // value, percent of samples at or below it, percent at or above it (for tails)
+        const double n = static_cast<double>(v.size());
         for (size_t i = 0; i < v.size(); i += step)
-            f << v[i] / scale << " "
-              << 100.0 * static_cast<double>(i + 1) / static_cast<double>(v.size()) << "\n";
-        f << v.back() / scale << " 100\n\n\n";
+            f << v[i] / scale << " " << 100.0 * static_cast<double>(i + 1) / n << " "
+              << 100.0 * static_cast<double>(v.size() - i) / n << "\n";
+        f << v.back() / scale << " 100 " << 100.0 / n << "\n\n\n";
         titles.push_back(subj);
     }
 }
 
 std::string plot_lines(const std::string& dat, const std::vector<std::string>& titles,
-                       const std::string& style) {
+                       const std::string& style, const std::string& columns = "1:2") {
     std::string s = "plot ";
     for (size_t i = 0; i < titles.size(); ++i) {
         if (i)
             s += ", \\\n     ";
-        s += "'" + dat + "' index " + std::to_string(i) + " using 1:2 with " + style +
+        s += "'" + dat + "' index " + std::to_string(i) + " using " + columns + " with " + style +
              " lw 2 title '" + titles[i] + "'";
     }
     return s + "\n";
@@ -409,26 +411,35 @@ void write_plots(const options& opt, const results& res, const std::vector<std::
     gp << "# gnuplot " << opt.out << "/plots.gp, run from " << opt.out << "\n" << svg_head;
     struct cdf_plot {
         std::string key, file, title, xlabel;
+        bool tail;  // plot the share of samples at or above x, log scale: the slow end
     };
     std::vector<cdf_plot> cdfs{
         {"lat_fork", "latency_fork", "exit -> notice, fork/_exit children",
-         "microseconds from the child's last stamp to the callback (log)"},
+         "microseconds from the child's last stamp to the callback (log)", false},
         {"lat_exec", "latency_exec", "exit -> notice, exec'd children",
-         "microseconds from the child's last stamp to the callback (log)"},
+         "microseconds from the child's last stamp to the callback (log)", false},
         {"load_storm", "load_storm",
          "REQ/REP round trip while " + std::to_string(opt.p.load_children) + " children exit",
-         "round trip, microseconds (log)"},
+         "round trip, microseconds (log)", true},
     };
     for (const auto& c : cdfs) {
         std::vector<std::string> titles;
         write_cdf(opt.out + "/" + c.file + ".dat", res, c.key, subjects, 1e3, titles);
         if (titles.empty())
             continue;
-        gp << "\nset output '" << c.file << ".svg'\n"
-           << "set title \"" << c.title << ": cumulative distribution\"\n"
-           << "set logscale x\nunset logscale y\nset yrange [0:100]\nset key bottom right\n"
-           << "set xlabel \"" << c.xlabel << "\"\nset ylabel 'percent of samples at or below'\n"
-           << plot_lines(c.file + ".dat", titles, "lines");
+        gp << "\nset output '" << c.file << ".svg'\n";
+        if (c.tail)
+            gp << "set title \"" << c.title << ": the slow end\"\n"
+               << "set logscale x\nset logscale y\nset yrange [*:100]\nset key top right\n"
+               << "set xlabel \"" << c.xlabel << "\"\n"
+               << "set ylabel 'percent of samples at or above (log)'\n"
+               << plot_lines(c.file + ".dat", titles, "lines", "1:3");
+        else
+            gp << "set title \"" << c.title << ": cumulative distribution\"\n"
+               << "set logscale x\nunset logscale y\nset yrange [0:100]\nset key bottom right\n"
+               << "set xlabel \"" << c.xlabel << "\"\n"
+               << "set ylabel 'percent of samples at or below'\n"
+               << plot_lines(c.file + ".dat", titles, "lines");
     }
     // Latency against the number of live children.
     std::vector<int> ks;
