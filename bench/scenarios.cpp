@@ -261,41 +261,42 @@ rlim_t ensure_limit(int resource, const char* name, rlim_t need) {
 }
 
 void scale(runner* r, const params& p, const std::string& helper) {
-    for (int k : p.live) {
+    // The live children are added level by level (K ascending), so reaching 4096 costs 4096
+    // children in all, not the sum of every K.
+    std::vector<int> ks = p.live;
+    std::sort(ks.begin(), ks.end());
+    fd_pair gate;
+    int reaped = 0;
+    std::vector<pid_t> holders;
+    for (int k : ks) {
         const std::string key = "scale_" + std::to_string(k);
         // A pidfd (or two) per live child, plus what the loop and zmq hold.
         rlim_t fds = ensure_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", static_cast<rlim_t>(2 * k + 256));
         rlim_t procs = ensure_limit(RLIMIT_NPROC, "RLIMIT_NPROC", static_cast<rlim_t>(k + 512));
         if (fds != RLIM_INFINITY && fds < static_cast<rlim_t>(k + 128)) {
             note(key + ": skipped, RLIMIT_NOFILE hard limit " + std::to_string(fds) + " too low");
-            continue;
+            break;
         }
         if (procs != RLIM_INFINITY && procs < static_cast<rlim_t>(k + 128)) {
             note(key + ": skipped, RLIMIT_NPROC hard limit " + std::to_string(procs) + " too low");
-            continue;
+            break;
         }
-        fd_pair gate;
-        int reaped = 0;
-        std::vector<pid_t> holders;
-        holders.reserve(static_cast<size_t>(k));
-        for (int j = 0; j < k; ++j)
+        while (static_cast<int>(holders.size()) < k)
             holders.push_back(start_holder(r, gate, helper, [&] { ++reaped; }));
-        gate.close_read();
-        {
-            fd_pair stamp;
-            for (int i = 0; i < warmup_samples + p.scale_samples; ++i) {
-                std::int64_t v = exec_latency(r, stamp, helper, p.delay_us);
-                if (i >= warmup_samples)
-                    emit(key, static_cast<double>(v));
-            }
+        fd_pair stamp;
+        for (int i = 0; i < warmup_samples + p.scale_samples; ++i) {
+            std::int64_t v = exec_latency(r, stamp, helper, p.delay_us);
+            if (i >= warmup_samples)
+                emit(key, static_cast<double>(v));
         }
-        gate.close_write();
-        if (!r) {
-            for (pid_t pid : holders)
-                wait_pid(pid);
-        } else {
-            r->run_until([&] { return reaped == k; });
-        }
+    }
+    gate.close_write();
+    if (!r) {
+        for (pid_t pid : holders)
+            wait_pid(pid);
+    } else {
+        const int n = static_cast<int>(holders.size());
+        r->run_until([&] { return reaped == n; });
     }
 }
 
