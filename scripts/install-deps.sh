@@ -11,6 +11,10 @@ packages=(
 if [ "${ZREAP_DOCS:-0}" = 1 ]; then
   packages+=(doxygen)  # only for the API reference (-Ddocs=enabled); large, so opt-in
 fi
+if [ -n "${ZREAP_BENCH_PACKAGES:-}" ]; then
+  # Only for scripts/bench.sh: the peer libraries compared with, and the plotter.
+  packages+=(libuv1-dev libglib2.0-dev libsystemd-dev gnuplot-nox)
+fi
 if [ -n "${ZREAP_EXTRA_PACKAGES:-}" ]; then
   # shellcheck disable=SC2206
   packages+=(${ZREAP_EXTRA_PACKAGES})
