@@ -37,7 +37,9 @@ int run(int argc, char** argv) {
         if (n < 0) return;
         buf[n] = 0;
         std::printf("request: %s\n", buf);
-        zmq_send(rep, "pong", 4, 0);
+        // A SIGCHLD can interrupt a blocking zmq call with the signal-handler backends.
+        while (zmq_send(rep, "pong", 4, 0) < 0 && zmq_errno() == EINTR) {
+        }
     });
     zreap::source_id reply_id = lp.add_socket(req, ZMQ_POLLIN, [&](short) {
         char buf[64];

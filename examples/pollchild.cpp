@@ -128,8 +128,12 @@ int run(const options& o) {
         ++received;
         std::printf("0MQ messages received (%lu)\n", received);
         std::fflush(stdout);
-        // Echo it back (cut to the buffer: zmq_recv returns the full length).
-        zmq_send(rep, buf, static_cast<size_t>(n < 256 ? n : 256), 0);
+        // Echo it back (cut to the buffer: zmq_recv returns the full length). With the
+        // sigaction or selfpipe backend a SIGCHLD can interrupt a blocking zmq call on this
+        // thread: a reply left unsent would wedge the REP socket, so send again on EINTR.
+        while (zmq_send(rep, buf, static_cast<size_t>(n < 256 ? n : 256), 0) < 0 &&
+               zmq_errno() == EINTR) {
+        }
     });
 
     std::mt19937 rng(std::random_device{}());

@@ -277,7 +277,10 @@ TEST_P(ContractThreads, ExitStormWhileServingRequests) {
     lp.add_socket(rep, ZMQ_POLLIN, [&](short) {
         char buf[16];
         while (zmq_recv(rep, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {
-            zmq_send(rep, "pong", 4, 0);
+            // With a SIGCHLD handler backend the signal can interrupt a blocking zmq call
+            // on the loop thread; an unsent reply would leave REP stuck (seen once).
+            while (zmq_send(rep, "pong", 4, 0) < 0 && zmq_errno() == EINTR) {
+            }
             ++served;
         }
     });

@@ -51,26 +51,31 @@ public:
         // very process even if the pid is reused later. Otherwise pidfd_open now; the loop
         // has just checked that pid is our unreaped child, so the pid cannot have been
         // recycled in between unless other code reaps children it does not own.
-        unique_fd fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0));
-        if (!fd) throw_errno(what + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
+        entry e{unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0)),
+                pidfd >= 0};
+        if (!e.fd) throw_errno(what + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = static_cast<std::uint64_t>(pid);
-        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd.get(), &ev) != 0)
+        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e.fd.get(), &ev) != 0)
             throw_errno(what + ": epoll_ctl(ADD)");
-        pidfds_.emplace(pid, std::move(fd));
+        pidfds_.emplace(pid, std::move(e));
     }
 
     void unwatch(pid_t pid) noexcept override {
         auto it = pidfds_.find(pid);
         if (it == pidfds_.end()) return;
-        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.get(), nullptr);
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
         pidfds_.erase(it);
     }
 
     // A pidfd is readable as soon as its process is a zombie, level-triggered, so a child
-    // that had exited before watch() wakes the poll at once: nothing to do here.
-    bool wants_immediate_poll() noexcept override { return false; }
+    // that had exited before watch() wakes the poll at once. What is left to do before the
+    // poll is to drop the pidfds reaped last time (see retire()).
+    bool wants_immediate_poll() noexcept override {
+        flush_retired();
+        return false;
+    }
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
         if (!r.woken && !more_) return false;
@@ -85,12 +90,12 @@ public:
             auto it = pidfds_.find(pid);
             if (it == pidfds_.end()) continue;
             siginfo_t si{};
-            if (waitid_pidfd(it->second.get(), &si, WEXITED | WNOHANG) < 0) {
+            if (waitid_pidfd(it->second.fd.get(), &si, WEXITED | WNOHANG) < 0) {
                 // ECHILD: something else reaped our child (a waitpid(-1) elsewhere, or
                 // SIGCHLD set to SIG_IGN since). Its status is gone; report that, rather
                 // than never report the exit at all.
                 if (errno != ECHILD) throw_errno("zreap pidfd backend: waitid(P_PIDFD)");
-                ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.get(), nullptr);
+                retire(std::move(it->second));
                 pidfds_.erase(it);
                 out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
                 continue;
@@ -98,9 +103,7 @@ public:
             if (si.si_pid == 0) {
                 continue;  // not exited after all (spurious readiness)
             }
-            // Closed right after reaping: a reaped pidfd stays readable (POLLIN|POLLHUP)
-            // and would make the loop spin.
-            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.get(), nullptr);
+            retire(std::move(it->second));
             pidfds_.erase(it);
             out.push_back(exit_status::from_siginfo(si));
         }
@@ -109,8 +112,28 @@ public:
     }
 
 private:
+    struct entry {
+        unique_fd fd;
+        bool shared;  // a dup of the caller's pidfd: closing ours leaves it in the epoll set
+    };
+
+    // A reaped pidfd stays readable (POLLIN|POLLHUP) and would make the loop spin, so it
+    // must leave the epoll set before the next poll; but not before the exit callback runs,
+    // which is what the user waits for. So reap() only retires it, and the call the loop
+    // makes right before its next zmq_poll (wants_immediate_poll) drops it: EPOLL_CTL_DEL
+    // only where another fd shares the open file (a pidfd from spawn), since closing the
+    // last fd of a file removes it from every epoll set by itself.
+    void retire(entry&& e) { retired_.push_back(std::move(e)); }
+
+    void flush_retired() noexcept {
+        for (entry& e : retired_)
+            if (e.shared) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.fd.get(), nullptr);
+        retired_.clear();
+    }
+
     unique_fd epoll_;
-    std::unordered_map<pid_t, unique_fd> pidfds_;
+    std::unordered_map<pid_t, entry> pidfds_;
+    std::vector<entry> retired_;
     bool more_ = false;
 };
 
