@@ -74,7 +74,7 @@ ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
     std::memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
-    for (int s = 1; s < NSIG; ++s)
+    for (int s = 1; s < p.signal_limit; ++s)
         if (s != SIGKILL && s != SIGSTOP)
             ::sigaction(s, &dfl, nullptr);
 
@@ -465,6 +465,13 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     plan.nclose_low = close_low.size();
     plan.err_at = err_at;
     plan.err_fd = err_w.get();
+    // NSIG is not POSIX.1-2008; SIGRTMAX is (with the realtime signals), and is a call on
+    // some libcs, so it is read here in the parent, never in the child.
+#if defined(NSIG)
+    plan.signal_limit = NSIG;
+#elif defined(SIGRTMAX)
+    plan.signal_limit = SIGRTMAX + 1;
+#endif
 #if !ZREAP_HAVE_CLOSEFROM
     struct rlimit rl {};
     plan.close_limit = 65536;

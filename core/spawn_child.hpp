@@ -44,6 +44,7 @@ struct spawn_plan {
     /// The child moves the error pipe here (close-on-exec) and closes every fd above it.
     int err_at = 3;
     int err_fd = -1;      ///< the error pipe's write end as the parent made it (>= err_at)
+    int signal_limit = 65;  ///< one past the highest signal number to reset to SIG_DFL
     int close_limit = 0;  ///< without closefrom(): the child closes (err_at, close_limit)
 
     enum class group_mode { inherit, new_group, new_session };
