@@ -6,6 +6,7 @@ packages=(
   g++ meson ninja-build pkg-config python3
   libzmq3-dev cppzmq-dev libev-dev
   libgtest-dev libgmock-dev
+  libseccomp-dev valgrind
 )
 if [ -n "${ZREAP_EXTRA_PACKAGES:-}" ]; then
   # shellcheck disable=SC2206

@@ -1,31 +1,48 @@
 #!/usr/bin/env bash
 # Installs what zreap needs (Debian 12), builds it and runs the whole test suite:
-#   1. a normal build: unit tests and the contract suite once per compiled backend;
-#   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   1. a normal build: unit, contract (once per compiled backend), fault and soak-short
+#      tests, then the contract suite of one backend under valgrind;
+#   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. the threaded tests under ThreadSanitizer (a build of the test programs only).
 # Ends with one line "N passed, N failed" counting every test case of every run, and exits
-# non-zero if anything failed.
+# non-zero if anything failed. The full soak is not part of it: see the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
+started=$(date +%s)
 
-setup() {  # setup BUILDDIR [meson options...]
+configure() {  # configure BUILDDIR [meson options...]
   local dir=$1; shift
   if [ -d "$dir/meson-private" ]; then
     meson setup --reconfigure "$dir" "$@" >/dev/null
   else
     meson setup "$dir" "$@" >/dev/null
   fi
-  meson compile -C "$dir"
+  rm -f "$dir"/meson-logs/testlog*.json  # only this run's logs count in the summary
+}
+setup() {  # setup BUILDDIR [meson options...]
+  configure "$@"
+  meson compile -C "$1"
 }
 
 dirs=()
 setup build
 dirs+=(build)
 meson test -C build --print-errorlogs || true
+meson test -C build --suite valgrind --logbase testlog-valgrind --print-errorlogs || true
 
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dexamples=disabled -Dbenchmarks=disabled
 dirs+=(build-asan)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs || true
 
+# ThreadSanitizer needs only the test programs that hold the threaded tests; tests/meson.build
+# registers those tests (suite 'threads', with a gtest filter) in this build only.
+configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dexamples=disabled -Dbenchmarks=disabled
+meson compile -C build-tsan tests/zreap-unit-tests tests/zreap-contract-tests tests/zreap-fault-tests
+dirs+=(build-tsan)
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  meson test -C build-tsan --no-rebuild --suite threads --print-errorlogs || true
+
+echo "scripts/test.sh: $(( $(date +%s) - started )) s"
 python3 tests/summarize.py "${dirs[@]}"
