@@ -1,0 +1,556 @@
+// zreap::spawn: prepares everything in the parent, creates the child (clone with
+// CLONE_PIDFD for the pidfd backend, vfork elsewhere), learns of an exec failure through a
+// close-on-exec pipe, and registers the child with the loop before returning.
+//
+// Why not posix_spawn: it cannot close every inherited fd portably (addclosefrom_np is
+// glibc >= 2.34 only), cannot hand back a pidfd, and PATH search with the child's own PATH
+// would mean one failed spawn per PATH entry. The vfork path below does what glibc's
+// posix_spawn does internally (all signals blocked around the creation, dispositions reset
+// in the child before anything else), so it costs the same.
+
+#include <zreap/spawn.hpp>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "error.hpp"
+#include "spawn_child.hpp"
+#include "unique_fd.hpp"
+#include "zreap_config.h"
+
+extern char** environ;
+
+namespace zreap {
+
+using detail::spawn_plan;
+using detail::spawn_stage;
+using detail::throw_errno;
+using detail::unique_fd;
+
+// ---- the child side -----------------------------------------------------------------------
+
+namespace detail {
+
+namespace {
+
+[[noreturn]] void report_and_exit(int fd, spawn_stage stage, int err) noexcept {
+    spawn_failure f{static_cast<int>(stage), err};
+    while (::write(fd, &f, sizeof f) < 0 && errno == EINTR) {
+    }
+    ::_exit(127);
+}
+
+int dup2_retry(int from, int to) noexcept {
+    int rc;
+    while ((rc = ::dup2(from, to)) < 0 && errno == EINTR) {
+    }
+    return rc;
+}
+
+// The errors after which execvp tries the next PATH entry; anything else is final.
+bool try_next_path(int err) noexcept {
+    return err == ENOENT || err == ENOTDIR || err == EACCES || err == ESTALE || err == ENODEV ||
+           err == ETIMEDOUT || err == ELOOP || err == ENAMETOOLONG;
+}
+
+}  // namespace
+
+void spawn_child_main(const spawn_plan& p) noexcept {
+    // First of all: no handler of the parent's may run in here (with CLONE_VM or vfork it
+    // would run on the parent's memory). The parent has every signal blocked; the child
+    // resets every disposition, SIG_IGN included since that survives execve, and only then
+    // unblocks. glibc refuses its two internal signals with EINVAL, which is harmless:
+    // they have handlers, and execve resets handlers to the default.
+    struct sigaction dfl;
+    std::memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int s = 1; s < NSIG; ++s)
+        if (s != SIGKILL && s != SIGSTOP)
+            ::sigaction(s, &dfl, nullptr);
+
+    int err = p.err_fd;
+    if (err != p.err_at) {
+        if (dup2_retry(err, p.err_at) < 0)
+            report_and_exit(err, spawn_stage::dup2, errno);
+        err = p.err_at;
+        ::fcntl(err, F_SETFD, FD_CLOEXEC);
+    }
+    for (std::size_t i = 0; i < p.nmoves; ++i)
+        if (dup2_retry(p.move_from[i], p.move_to[i]) < 0)
+            report_and_exit(err, spawn_stage::dup2, errno);
+    // Nothing else of the parent's survives, whatever its close-on-exec flag says.
+    for (std::size_t i = 0; i < p.nclose_low; ++i)
+        ::close(p.close_low[i]);
+#if ZREAP_HAVE_CLOSEFROM
+    ::closefrom(err + 1);
+#else
+    for (int fd = err + 1; fd < p.close_limit; ++fd)
+        ::close(fd);
+#endif
+
+    if (p.group == spawn_plan::group_mode::new_session) {
+        if (::setsid() < 0)
+            report_and_exit(err, spawn_stage::setsid, errno);
+    } else if (p.group == spawn_plan::group_mode::new_group) {
+        if (::setpgid(0, 0) < 0)
+            report_and_exit(err, spawn_stage::setpgid, errno);
+    }
+    if (p.cwd && ::chdir(p.cwd) < 0)
+        report_and_exit(err, spawn_stage::chdir, errno);
+
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+
+    // execvp's rules, minus its /bin/sh retry on ENOEXEC: EACCES from any entry wins over
+    // a later ENOENT, so a non-executable file on PATH is reported as such.
+    bool saw_eacces = false;
+    int last = ENOENT;
+    for (std::size_t i = 0; i < p.npaths; ++i) {
+        ::execve(p.paths[i], p.argv, p.envp);
+        last = errno;
+        if (last == EACCES)
+            saw_eacces = true;
+        if (!try_next_path(last))
+            break;
+    }
+    if (saw_eacces && try_next_path(last))
+        last = EACCES;
+    report_and_exit(err, spawn_stage::exec, last);
+}
+
+}  // namespace detail
+
+// ---- the parent side ----------------------------------------------------------------------
+
+namespace {
+
+const char* stage_name(int stage) noexcept {
+    switch (static_cast<spawn_stage>(stage)) {
+        case spawn_stage::dup2:
+            return "dup2 in the child";
+        case spawn_stage::setsid:
+            return "setsid";
+        case spawn_stage::setpgid:
+            return "setpgid";
+        case spawn_stage::chdir:
+            return "chdir";
+        case spawn_stage::exec:
+            return "execve";
+    }
+    return "child setup";
+}
+
+std::string env_name(const char* entry) {
+    const char* eq = std::strchr(entry, '=');
+    return eq ? std::string(entry, static_cast<std::size_t>(eq - entry)) : std::string(entry);
+}
+
+unique_fd dup_above(int fd, int min, const std::string& what) {
+    unique_fd d(::fcntl(fd, F_DUPFD_CLOEXEC, min));
+    if (!d)
+        throw_errno(what);
+    return d;
+}
+
+struct cloexec_pipe {
+    unique_fd read, write;
+};
+
+// Close-on-exec, blocking: with plain fork the parent's read must wait for the child's exec.
+cloexec_pipe make_cloexec_pipe(const std::string& what) {
+    int fds[2];
+#if ZREAP_HAVE_PIPE2
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+        throw_errno(what + ": pipe2");
+    return {unique_fd(fds[0]), unique_fd(fds[1])};
+#else
+    if (::pipe(fds) != 0)
+        throw_errno(what + ": pipe");
+    cloexec_pipe p{unique_fd(fds[0]), unique_fd(fds[1])};
+    if (::fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 || ::fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0)
+        throw_errno(what + ": fcntl");
+    return p;
+#endif
+}
+
+// vfork where there is one: no page-table copy, so a spawn costs the same whatever the
+// parent's size. Kept out of line with nothing live across the call but its argument.
+__attribute__((noinline)) pid_t create_portable(const spawn_plan* plan) noexcept {
+#if ZREAP_HAVE_VFORK
+    pid_t pid = ::vfork();
+#else
+    pid_t pid = ::fork();
+#endif
+    if (pid == 0)
+        detail::spawn_child_main(*plan);
+    return pid;
+}
+
+void reap_blocking(pid_t pid) noexcept {
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+}
+
+}  // namespace
+
+struct child::state {
+    loop* lp = nullptr;
+    pid_t pid = -1;
+    unique_fd pidfd;
+    unique_fd in, out, err;
+    source_id src = 0;
+    source_id term_timer = 0;
+    bool reaped = false;
+
+    void send(int sig) {
+        const std::string what =
+            "zreap::child::kill(" + std::to_string(pid) + ", " + std::to_string(sig) + ")";
+        // Reaped means the pid may belong to someone else by now: never signal it.
+        if (reaped)
+            throw_errno(ESRCH, what + ": the child has been reaped");
+#if ZREAP_HAVE_CLONE_PIDFD
+        if (pidfd) {
+            if (detail::send_signal_pidfd(pidfd.get(), sig) != 0)
+                throw_errno(what + ": pidfd_send_signal");
+            return;
+        }
+#endif
+        // Without a pidfd the pid is still safe to use: the loop has not reaped it, so it
+        // is ours (running or a zombie) and cannot have been recycled.
+        if (::kill(pid, sig) != 0)
+            throw_errno(what + ": kill");
+    }
+};
+
+child::child() noexcept = default;
+child::child(std::shared_ptr<state> s) noexcept : s_(std::move(s)) {}
+child::~child() {
+    // The pidfd stays with the state: a pending terminate() may still need it.
+    if (s_) {
+        s_->in.reset();
+        s_->out.reset();
+        s_->err.reset();
+    }
+}
+child::child(child&&) noexcept = default;
+child& child::operator=(child&& o) noexcept {
+    if (this != &o) {
+        child gone(std::move(*this));
+        s_ = std::move(o.s_);
+    }
+    return *this;
+}
+
+pid_t child::pid() const noexcept {
+    return s_ ? s_->pid : -1;
+}
+int child::pidfd() const noexcept {
+    return s_ ? s_->pidfd.get() : -1;
+}
+int child::stdin_fd() const noexcept {
+    return s_ ? s_->in.get() : -1;
+}
+int child::stdout_fd() const noexcept {
+    return s_ ? s_->out.get() : -1;
+}
+int child::stderr_fd() const noexcept {
+    return s_ ? s_->err.get() : -1;
+}
+int child::release_stdin() noexcept {
+    return s_ ? s_->in.release() : -1;
+}
+int child::release_stdout() noexcept {
+    return s_ ? s_->out.release() : -1;
+}
+int child::release_stderr() noexcept {
+    return s_ ? s_->err.release() : -1;
+}
+void child::close_stdin() noexcept {
+    if (s_)
+        s_->in.reset();
+}
+source_id child::source() const noexcept {
+    return s_ ? s_->src : 0;
+}
+bool child::reaped() const noexcept {
+    return s_ && s_->reaped;
+}
+
+void child::kill(int sig) {
+    if (!s_)
+        throw_errno(ESRCH, "zreap::child::kill: empty child object");
+    s_->send(sig);
+}
+
+void child::terminate(std::chrono::milliseconds grace) {
+    if (!s_ || s_->reaped)
+        return;
+    s_->send(SIGTERM);
+    if (s_->term_timer)
+        s_->lp->remove(s_->term_timer);
+    // The timer holds the state, so the SIGKILL still comes if the child object is gone;
+    // the exit callback removes the timer, so it never fires after the reap.
+    std::shared_ptr<state> st = s_;
+    s_->term_timer = s_->lp->add_timer(grace, std::chrono::milliseconds(0), [st] {
+        st->term_timer = 0;
+        if (!st->reaped)
+            st->send(SIGKILL);
+    });
+}
+
+child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_status&)> on_exit) {
+    std::string what = "zreap::spawn(" + (o.argv.empty() ? std::string() : o.argv[0]) + ")";
+    if (o.argv.empty())
+        throw_errno(EINVAL, what + ": empty argv");
+    if (o.argv[0].empty())
+        throw_errno(ENOENT, what + ": empty program name");
+
+    // argv and envp: pointers into strings that outlive the child's exec.
+    std::vector<char*> argv;
+    argv.reserve(o.argv.size() + 1);
+    for (const std::string& a : o.argv)
+        argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+
+    for (const std::string& e : o.env)
+        if (o.env_how != spawn_options::env_mode::inherit && e.find('=') == std::string::npos)
+            throw_errno(EINVAL, what + ": environment entry without '=': " + e);
+    std::vector<char*> envp_store;
+    char* const* envp = environ;
+    if (o.env_how != spawn_options::env_mode::inherit) {
+        // A later entry of `env` replaces an earlier one of the same name.
+        std::vector<std::string> names;
+        for (const std::string& e : o.env)
+            names.push_back(env_name(e.c_str()));
+        auto overridden_later = [&](std::size_t i) {
+            for (std::size_t j = i + 1; j < names.size(); ++j)
+                if (names[j] == names[i])
+                    return true;
+            return false;
+        };
+        if (o.env_how == spawn_options::env_mode::extend && environ) {
+            for (char** e = environ; *e; ++e)
+                if (std::find(names.begin(), names.end(), env_name(*e)) == names.end())
+                    envp_store.push_back(*e);
+        }
+        for (std::size_t i = 0; i < o.env.size(); ++i)
+            if (!overridden_later(i))
+                envp_store.push_back(const_cast<char*>(o.env[i].c_str()));
+        envp_store.push_back(nullptr);
+        envp = envp_store.data();
+    }
+
+    // PATH search with the child's PATH, resolved here so that the child only calls execve.
+    std::vector<std::string> paths;
+    const std::string& prog = o.argv[0];
+    if (prog.find('/') != std::string::npos) {
+        paths.push_back(prog);
+    } else {
+        const char* path = nullptr;
+        for (char* const* e = envp; e && *e; ++e)
+            if (std::strncmp(*e, "PATH=", 5) == 0) {
+                path = *e + 5;
+                break;
+            }
+        std::string dirs = path ? path : "/bin:/usr/bin";  // execvp's default
+        std::size_t start = 0;
+        for (;;) {
+            std::size_t colon = dirs.find(':', start);
+            std::string dir =
+                dirs.substr(start, colon == std::string::npos ? colon : colon - start);
+            paths.push_back(dir.empty() ? prog : dir + "/" + prog);  // empty entry: the cwd
+            if (colon == std::string::npos)
+                break;
+            start = colon + 1;
+        }
+    }
+    std::vector<const char*> path_ptrs;
+    for (const std::string& p : paths)
+        path_ptrs.push_back(p.c_str());
+
+    // Fds. Every fd handed to the child is first duplicated above all target numbers, so
+    // the child's dup2 calls can never overwrite a source that is still to be moved.
+    int top_target = 2;
+    for (auto [from, to] : o.pass_fds) {
+        if (from < 0 || to < 0)
+            throw_errno(EBADF, what + ": negative fd in pass_fds");
+        top_target = std::max(top_target, to);
+    }
+    const int err_at = top_target + 1;
+
+    cloexec_pipe errpipe = make_cloexec_pipe(what);
+    unique_fd err_w = dup_above(errpipe.write.get(), err_at, what + ": fcntl(F_DUPFD_CLOEXEC)");
+    errpipe.write.reset();
+
+    auto st = std::make_shared<child::state>();
+    st->lp = &lp;
+    std::vector<unique_fd> sources;  // the child's copies, closed in the parent afterwards
+    std::vector<int> move_from, move_to;
+    unique_fd devnull;
+    auto add_move = [&](int fd, int to, const char* name) {
+        sources.push_back(dup_above(fd, err_at, what + ": " + name + ": fd " + std::to_string(fd)));
+        move_from.push_back(sources.back().get());
+        move_to.push_back(to);
+    };
+    struct {
+        const stdio& mode;
+        int target;
+        unique_fd& parent_end;
+        const char* name;
+    } stdios[] = {{o.stdin_mode, 0, st->in, "stdin"},
+                  {o.stdout_mode, 1, st->out, "stdout"},
+                  {o.stderr_mode, 2, st->err, "stderr"}};
+    for (auto& s : stdios) {
+        switch (s.mode.how) {
+            case stdio::kind::inherit:
+                break;
+            case stdio::kind::null:
+                if (!devnull) {
+                    devnull.reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+                    if (!devnull)
+                        throw_errno(what + ": open /dev/null");
+                }
+                add_move(devnull.get(), s.target, s.name);
+                break;
+            case stdio::kind::fd:
+                add_move(s.mode.fd, s.target, s.name);
+                break;
+            case stdio::kind::pipe: {
+                cloexec_pipe p = make_cloexec_pipe(what + ": " + s.name);
+                bool child_reads = s.target == 0;
+                unique_fd& mine = child_reads ? p.write : p.read;
+                int fl = ::fcntl(mine.get(), F_GETFL);
+                if (fl < 0 || ::fcntl(mine.get(), F_SETFL, fl | O_NONBLOCK) < 0)
+                    throw_errno(what + ": " + s.name + ": fcntl(O_NONBLOCK)");
+                add_move(child_reads ? p.read.get() : p.write.get(), s.target, s.name);
+                s.parent_end = std::move(mine);
+                break;
+            }
+        }
+    }
+    for (auto [from, to] : o.pass_fds)
+        add_move(from, to, "pass_fds");
+
+    std::vector<int> close_low;
+    for (int fd = 3; fd < err_at; ++fd)
+        if (std::find(move_to.begin(), move_to.end(), fd) == move_to.end())
+            close_low.push_back(fd);
+
+    spawn_plan plan;
+    plan.paths = path_ptrs.data();
+    plan.npaths = path_ptrs.size();
+    plan.argv = argv.data();
+    plan.envp = envp;
+    plan.cwd = o.cwd.empty() ? nullptr : o.cwd.c_str();
+    plan.move_from = move_from.data();
+    plan.move_to = move_to.data();
+    plan.nmoves = move_from.size();
+    plan.close_low = close_low.data();
+    plan.nclose_low = close_low.size();
+    plan.err_at = err_at;
+    plan.err_fd = err_w.get();
+#if !ZREAP_HAVE_CLOSEFROM
+    struct rlimit rl {};
+    plan.close_limit = 65536;
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        plan.close_limit = static_cast<int>(std::min<rlim_t>(rl.rlim_cur, 1 << 30));
+#endif
+    switch (o.group) {
+        case spawn_options::group_mode::inherit:
+            plan.group = spawn_plan::group_mode::inherit;
+            break;
+        case spawn_options::group_mode::new_group:
+            plan.group = spawn_plan::group_mode::new_group;
+            break;
+        case spawn_options::group_mode::new_session:
+            plan.group = spawn_plan::group_mode::new_session;
+            break;
+    }
+
+    // Every signal blocked around the creation: no handler may run in a child that shares
+    // our memory before it has reset its dispositions.
+    sigset_t all, saved;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &saved);
+    pid_t pid = -1;
+    int pidfd = -1;
+    bool created = false;
+#if ZREAP_HAVE_CLONE_PIDFD
+    if (lp.which() == backend::pidfd) {
+        pid = detail::clone_with_pidfd(plan, &pidfd);
+        // A seccomp filter or an old kernel may refuse CLONE_PIDFD: the portable path
+        // still works, and the pidfd backend then opens its pidfd itself.
+        created = pid >= 0 || (errno != ENOSYS && errno != EINVAL && errno != EPERM);
+    }
+#endif
+    if (!created)
+        pid = create_portable(&plan);
+    int create_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    if (pid < 0)
+        throw_errno(create_errno, what + ": creating the process");
+    st->pid = pid;
+    st->pidfd.reset(pidfd);
+
+    // Our copy of the write end must go before reading, or EOF would never come.
+    err_w.reset();
+    sources.clear();
+    devnull.reset();
+    detail::spawn_failure f{};
+    ssize_t n;
+    while ((n = ::read(errpipe.read.get(), &f, sizeof f)) < 0 && errno == EINTR) {
+    }
+    if (n == static_cast<ssize_t>(sizeof f)) {
+        reap_blocking(pid);  // it has _exited already or is about to: no zombie is left
+        std::string where = stage_name(f.stage);
+        if (f.stage == static_cast<int>(spawn_stage::chdir))
+            where += " to " + o.cwd;
+        throw_errno(f.err, what + ": " + where);
+    }
+
+    watch_options wo;
+    wo.pidfd = st->pidfd.get();
+    if (st->out)
+        wo.drain_first.push_back(st->out.get());
+    if (st->err)
+        wo.drain_first.push_back(st->err.get());
+    try {
+        st->src = lp.watch_child(
+            pid,
+            [st, cb = std::move(on_exit)](const exit_status& es) {
+                st->reaped = true;
+                if (st->term_timer) {
+                    st->lp->remove(st->term_timer);
+                    st->term_timer = 0;
+                }
+                if (cb)
+                    cb(es);
+            },
+            wo);
+    } catch (...) {
+        // Nothing may be left behind: the child is running, so stop it and reap it.
+        if (st->pidfd) {
+#if ZREAP_HAVE_CLONE_PIDFD
+            detail::send_signal_pidfd(st->pidfd.get(), SIGKILL);
+#endif
+        } else {
+            ::kill(pid, SIGKILL);
+        }
+        reap_blocking(pid);
+        throw;
+    }
+    return child(std::move(st));
+}
+
+}  // namespace zreap

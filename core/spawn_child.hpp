@@ -1,0 +1,68 @@
+#pragma once
+
+// What runs in a freshly created child between its creation and execve, shared by every way
+// of creating it (clone with CLONE_PIDFD in spawn_linux.cpp, vfork or fork in spawn.cpp).
+//
+// The child may share the parent's memory (CLONE_VM, vfork) and is created from a possibly
+// multi-threaded process, so child_main() uses only async-signal-safe calls and never
+// allocates: the parent prepares every string, array and fd number in a spawn_plan first.
+
+#include <sys/types.h>
+
+#include <cstddef>
+
+#include "zreap_config.h"
+
+namespace zreap::detail {
+
+/// Where in the child a failure happened; sent to the parent with the errno.
+enum class spawn_stage : int { dup2 = 1, setsid, setpgid, chdir, exec };
+
+/// The child's error report: written once, 8 bytes, to the close-on-exec error pipe.
+struct spawn_failure {
+    int stage;
+    int err;
+};
+
+/// Everything the child needs, prepared by the parent; all pointers point into storage the
+/// parent keeps alive until the child has exec'd or exited.
+struct spawn_plan {
+    const char* const* paths = nullptr;  ///< execve candidates, in PATH order
+    std::size_t npaths = 0;
+    char* const* argv = nullptr;
+    char* const* envp = nullptr;
+    const char* cwd = nullptr;  ///< nullptr: stay in the parent's working directory
+
+    /// dup2(move_from[i], move_to[i]). Every move_from is >= err_at, so no move overwrites
+    /// the source of another.
+    const int* move_from = nullptr;
+    const int* move_to = nullptr;
+    std::size_t nmoves = 0;
+    /// Fds in [3, err_at) that are not a move target: closed in the child.
+    const int* close_low = nullptr;
+    std::size_t nclose_low = 0;
+    /// The child moves the error pipe here (close-on-exec) and closes every fd above it.
+    int err_at = 3;
+    int err_fd = -1;      ///< the error pipe's write end as the parent made it (>= err_at)
+    int close_limit = 0;  ///< without closefrom(): the child closes (err_at, close_limit)
+
+    enum class group_mode { inherit, new_group, new_session };
+    group_mode group = group_mode::inherit;
+};
+
+/// Runs in the child: resets dispositions and mask, arranges fds, group, cwd, then execs.
+/// On failure writes a spawn_failure to the error pipe and _exits with 127.
+[[noreturn]] void spawn_child_main(const spawn_plan& plan) noexcept;
+
+#if ZREAP_HAVE_CLONE_PIDFD
+/// Linux (spawn_linux.cpp): creates the child with clone(CLONE_PIDFD | CLONE_VM |
+/// CLONE_VFORK) on a stack of its own, so the pidfd names this very process from the
+/// start. Returns the pid and sets *pidfd (close-on-exec), or returns -1 with errno.
+/// Returns only after the child has exec'd or exited.
+pid_t clone_with_pidfd(const spawn_plan& plan, int* pidfd) noexcept;
+
+/// pidfd_send_signal(2); 0, or -1 with errno.
+int send_signal_pidfd(int pidfd, int sig) noexcept;
+#endif
+
+}  // namespace zreap::detail

@@ -1,0 +1,56 @@
+// The Linux-only part of spawning: creating the child with its pidfd in one step.
+//
+// pidfd_open(pid) after fork is only race-free while nothing else can reap that pid; the
+// pidfd that clone(CLONE_PIDFD) hands back names the new process itself, so signalling or
+// waiting through it can never reach a recycled pid. glibc 2.39's pidfd_spawn does it the
+// same way; glibc 2.36 has no wrapper, hence this file.
+//
+// CLONE_VM | CLONE_VFORK makes it as cheap as posix_spawn (no page-table copy) and means
+// clone returns only once the child has exec'd or exited. Sharing memory is why the child
+// gets a stack of its own and runs only spawn_child_main, which never allocates.
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "spawn_child.hpp"
+
+namespace zreap::detail {
+
+namespace {
+
+int child_entry(void* arg) {
+    spawn_child_main(*static_cast<const spawn_plan*>(arg));
+}
+
+// Ample for spawn_child_main (a few frames, a few hundred bytes, more under sanitizers).
+// MAP_NORESERVE: only the pages the child touches are ever backed.
+constexpr std::size_t stack_size = 256 * 1024;
+
+}  // namespace
+
+pid_t clone_with_pidfd(const spawn_plan& plan, int* pidfd) noexcept {
+    void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (stack == MAP_FAILED)
+        return -1;
+    // The stack grows down on every architecture glibc's clone() supports but hppa.
+    void* top = static_cast<char*>(stack) + stack_size;
+    *pidfd = -1;
+    pid_t pid = ::clone(child_entry, top, CLONE_PIDFD | CLONE_VM | CLONE_VFORK | SIGCHLD,
+                        const_cast<spawn_plan*>(&plan), pidfd);
+    int err = errno;
+    ::munmap(stack, stack_size);
+    errno = err;
+    return pid;
+}
+
+int send_signal_pidfd(int pidfd, int sig) noexcept {
+    return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+}  // namespace zreap::detail

@@ -1,0 +1,640 @@
+// zreap::spawn, for every compiled backend: what the child gets (argv, env, cwd, stdio,
+// group, a clean signal state, no stray fds), what the caller gets (exec errors as
+// exceptions, pipes ready for the loop, kill and terminate), and that exits are reported
+// once, after the child's output.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "helpers.hpp"
+
+using namespace zreap_test;
+using zreap::backend;
+using zreap::exit_status;
+using zreap::spawn_options;
+using zreap::stdio;
+
+namespace {
+
+const std::string helper_path = ZREAP_SPAWN_HELPER;
+
+// Everything one child produced: its exit and what came out of its stdout/stderr pipes.
+struct outcome {
+    bool exited = false;
+    exit_status status{};
+    std::string out, err;
+    bool out_eof = false, err_eof = false;
+    // Bytes of stdout read when the exit callback ran.
+    std::size_t out_at_exit = 0;
+};
+
+// One read of at most @p chunk bytes per call, like a user's callback would do; removes
+// itself at EOF. A chunk smaller than the pipe's buffer means several calls per pipeful.
+void capture(zreap::loop& lp, int fd, std::string& sink, bool& eof, std::size_t chunk = 65536) {
+    if (fd < 0)
+        return;
+    auto id = std::make_shared<zreap::source_id>();
+    *id = lp.add_fd(fd, ZMQ_POLLIN, [&lp, fd, &sink, &eof, id, chunk](short) {
+        char buf[65536];
+        ssize_t n = ::read(fd, buf, std::min(chunk, sizeof buf));
+        if (n > 0) {
+            sink.append(buf, static_cast<std::size_t>(n));
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            eof = true;
+            lp.remove(*id);
+        }
+    });
+}
+
+class Spawn : public ::testing::TestWithParam<backend> {
+  protected:
+    void SetUp() override {
+        ASSERT_TRUE(zreap::backend_usable(GetParam()));
+        sigprocmask(SIG_SETMASK, nullptr, &mask_before_);
+        fds_before_ = open_fds();
+    }
+    void TearDown() override {
+        EXPECT_EQ(reap_leftovers(), 0) << "a child was left unreaped";
+        sigset_t now;
+        sigprocmask(SIG_SETMASK, nullptr, &now);
+        for (int s = 1; s < NSIG; ++s)
+            EXPECT_EQ(sigismember(&now, s), sigismember(&mask_before_, s)) << "signal " << s;
+        EXPECT_EQ(open_fds(), fds_before_) << "fds leaked";
+    }
+
+    zreap::loop make() { return zreap::loop(GetParam()); }
+
+    static spawn_options helper(std::vector<std::string> args) {
+        spawn_options o;
+        o.argv.push_back(helper_path);
+        for (auto& a : args)
+            o.argv.push_back(std::move(a));
+        return o;
+    }
+
+    // Spawns, captures the pipes, runs until the exit has been reported and the pipes
+    // have hit EOF.
+    outcome run(spawn_options o, std::size_t chunk = 65536) {
+        auto lp = make();
+        outcome r;
+        zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+            r.exited = true;
+            r.status = s;
+            r.out_at_exit = r.out.size();
+        });
+        capture(lp, c.stdout_fd(), r.out, r.out_eof, chunk);
+        capture(lp, c.stderr_fd(), r.err, r.err_eof, chunk);
+        bool ok = run_until(lp, [&] {
+            return r.exited && (c.stdout_fd() < 0 || r.out_eof) && (c.stderr_fd() < 0 || r.err_eof);
+        });
+        EXPECT_TRUE(ok) << "child did not finish";
+        return r;
+    }
+
+    static int errno_of(const std::function<void()>& f) {
+        try {
+            f();
+        } catch (const std::system_error& e) {
+            return e.code().value();
+        }
+        return 0;
+    }
+
+    sigset_t mask_before_{};
+    std::set<int> fds_before_;
+};
+
+std::string temp_file(const std::string& content, mode_t mode) {
+    std::string path =
+        (std::filesystem::temp_directory_path() /
+         ("zreap-spawn-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand())))
+            .string();
+    std::ofstream(path) << content;
+    ::chmod(path.c_str(), mode);
+    return path;
+}
+
+std::set<std::string> lines(const std::string& s) {
+    std::set<std::string> out;
+    std::istringstream in(s);
+    for (std::string l; std::getline(in, l);)
+        out.insert(l);
+    return out;
+}
+
+TEST_P(Spawn, ReportsExitCodes) {
+    for (int code : {0, 3, 255}) {
+        auto o = helper({"exit", std::to_string(code)});
+        outcome r = run(o);
+        ASSERT_TRUE(r.exited);
+        EXPECT_TRUE(r.status.exited());
+        EXPECT_EQ(r.status.exit_code(), code);
+    }
+}
+
+TEST_P(Spawn, ReportsSignals) {
+    for (int sig : {SIGKILL, SIGTERM, SIGUSR1}) {
+        outcome r = run(helper({"signal", std::to_string(sig)}));
+        ASSERT_TRUE(r.exited);
+        EXPECT_TRUE(r.status.signaled());
+        EXPECT_EQ(r.status.term_signal(), sig);
+    }
+}
+
+TEST_P(Spawn, PidfdOnlyWithThePidfdBackend) {
+    auto lp = make();
+    bool done = false;
+    zreap::child c =
+        zreap::spawn(lp, helper({"exit", "0"}), [&](const exit_status&) { done = true; });
+    EXPECT_GT(c.pid(), 0);
+    if (GetParam() == backend::pidfd) {
+        ASSERT_GE(c.pidfd(), 0);
+        EXPECT_TRUE(::fcntl(c.pidfd(), F_GETFD) & FD_CLOEXEC);
+    } else {
+        EXPECT_EQ(c.pidfd(), -1);
+    }
+    ASSERT_TRUE(run_until(lp, [&] { return done; }));
+    EXPECT_TRUE(c.reaped());
+}
+
+TEST_P(Spawn, MissingProgramThrowsEnoent) {
+    auto lp = make();
+    bool called = false;
+    auto cb = [&](const exit_status&) { called = true; };
+    spawn_options o;
+    o.argv = {"/nonexistent/zreap-no-such-program"};
+    EXPECT_EQ(errno_of([&] { zreap::spawn(lp, o, cb); }), ENOENT);
+    o.argv = {"zreap-no-such-program-on-path"};
+    EXPECT_EQ(errno_of([&] { zreap::spawn(lp, o, cb); }), ENOENT);
+    EXPECT_EQ(lp.size(), 0u) << "a failed spawn must not register anything";
+    EXPECT_EQ(reap_leftovers(), 0) << "the failed child must be reaped by spawn itself";
+    EXPECT_FALSE(called);
+}
+
+TEST_P(Spawn, NonExecutableFileThrowsEacces) {
+    auto lp = make();
+    std::string path = temp_file("#!/bin/sh\nexit 0\n", 0644);
+    spawn_options o;
+    o.argv = {path};
+    int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
+    ::unlink(path.c_str());
+    EXPECT_EQ(err, EACCES);
+    EXPECT_EQ(reap_leftovers(), 0);
+}
+
+TEST_P(Spawn, UnknownFormatThrowsEnoexec) {
+    auto lp = make();
+    // No shebang, no ELF header: execve says ENOEXEC, and spawn does not retry with /bin/sh.
+    std::string path = temp_file("this is not a program\n", 0755);
+    spawn_options o;
+    o.argv = {path};
+    int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
+    ::unlink(path.c_str());
+    EXPECT_EQ(err, ENOEXEC);
+    EXPECT_EQ(reap_leftovers(), 0);
+}
+
+TEST_P(Spawn, MissingCwdThrowsEnoent) {
+    auto lp = make();
+    auto o = helper({"exit", "0"});
+    o.cwd = "/nonexistent/zreap-dir";
+    std::string msg;
+    try {
+        zreap::spawn(lp, o, [](const exit_status&) {});
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code().value(), ENOENT);
+        msg = e.what();
+    }
+    EXPECT_NE(msg.find("chdir"), std::string::npos) << msg;
+}
+
+TEST_P(Spawn, StdinAndStdoutPipes) {
+    auto lp = make();
+    outcome r;
+    auto o = helper({"echo"});
+    o.stdin_mode = stdio::pipe;
+    o.stdout_mode = stdio::pipe;
+    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+        r.exited = true;
+        r.status = s;
+    });
+    for (int fd : {c.stdin_fd(), c.stdout_fd()}) {
+        ASSERT_GE(fd, 0);
+        EXPECT_TRUE(::fcntl(fd, F_GETFL) & O_NONBLOCK);
+        EXPECT_TRUE(::fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    }
+    EXPECT_EQ(c.stderr_fd(), -1);
+    capture(lp, c.stdout_fd(), r.out, r.out_eof);
+    ASSERT_EQ(::write(c.stdin_fd(), "hello\n", 6), 6);
+    c.close_stdin();
+    EXPECT_EQ(c.stdin_fd(), -1);
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited && r.out_eof; }));
+    EXPECT_EQ(r.out, "hello\n");
+    EXPECT_EQ(r.status.exit_code(), 0);
+}
+
+TEST_P(Spawn, StderrPipe) {
+    auto o = helper({"stderr", "oops"});
+    o.stderr_mode = stdio::pipe;
+    outcome r = run(o);
+    EXPECT_EQ(r.err, "oops");
+}
+
+TEST_P(Spawn, NullStdin) {
+    // echo with /dev/null as stdin sees EOF at once and writes nothing.
+    auto o = helper({"echo"});
+    o.stdin_mode = stdio::null;
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o);
+    EXPECT_EQ(r.status.exit_code(), 0);
+    EXPECT_EQ(r.out, "");
+}
+
+TEST_P(Spawn, NullStdout) {
+    auto o = helper({"write", "1000"});
+    o.stdout_mode = stdio::null;
+    outcome r = run(o);
+    EXPECT_EQ(r.status.exit_code(), 0) << "writing to /dev/null must succeed";
+}
+
+TEST_P(Spawn, GivenFdAsStdout) {
+    std::string path = temp_file("", 0644);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    auto o = helper({"cwd"});
+    o.cwd = "/";
+    o.stdout_mode = stdio::use_fd(fd);
+    outcome r = run(o);
+    EXPECT_EQ(r.status.exit_code(), 0);
+    EXPECT_GE(::fcntl(fd, F_GETFD), 0) << "the caller keeps its fd";
+    ::close(fd);
+    std::ifstream in(path);
+    std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ::unlink(path.c_str());
+    EXPECT_EQ(got, "/\n");
+}
+
+TEST_P(Spawn, InheritedStdout) {
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    int saved = ::dup(1);
+    ASSERT_GE(saved, 0);
+    ::fflush(stdout);
+    ::dup2(p[1], 1);  // for the duration of the spawn only: our stdout is the pipe
+    auto lp = make();
+    bool done = false;
+    int code = -1;
+    {
+        zreap::child c = zreap::spawn(lp, helper({"cwd"}), [&](const exit_status& s) {
+            done = true;
+            code = s.exit_code();
+        });
+        ::dup2(saved, 1);
+        ::close(saved);
+        ::close(p[1]);
+        EXPECT_TRUE(run_until(lp, [&] { return done; }));
+    }
+    char buf[4096];
+    ssize_t n = ::read(p[0], buf, sizeof buf);
+    ::close(p[0]);
+    EXPECT_EQ(code, 0);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(std::string(buf, static_cast<std::size_t>(n)),
+              std::filesystem::current_path().string() + "\n");
+}
+
+TEST_P(Spawn, InheritsEnvironment) {
+    ::setenv("ZREAP_SPAWN_TEST", "inherited", 1);
+    auto o = helper({"env", "ZREAP_SPAWN_TEST"});
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o);
+    ::unsetenv("ZREAP_SPAWN_TEST");
+    EXPECT_EQ(r.out, "inherited\n");
+}
+
+TEST_P(Spawn, ReplacesEnvironment) {
+    ::setenv("ZREAP_SPAWN_TEST", "inherited", 1);
+    auto o = helper({"env"});
+    o.env_how = spawn_options::env_mode::replace;
+    o.env = {"A=1", "B=two", "A=3"};
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o);
+    ::unsetenv("ZREAP_SPAWN_TEST");
+    EXPECT_EQ(lines(r.out), (std::set<std::string>{"A=3", "B=two"}));
+}
+
+TEST_P(Spawn, ExtendsEnvironment) {
+    ::setenv("ZREAP_SPAWN_TEST", "inherited", 1);
+    ::setenv("ZREAP_SPAWN_KEEP", "kept", 1);
+    auto o = helper({"env"});
+    o.env_how = spawn_options::env_mode::extend;
+    o.env = {"ZREAP_SPAWN_TEST=changed", "ZREAP_SPAWN_NEW=new"};
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o);
+    ::unsetenv("ZREAP_SPAWN_TEST");
+    ::unsetenv("ZREAP_SPAWN_KEEP");
+    auto env = lines(r.out);
+    EXPECT_TRUE(env.count("ZREAP_SPAWN_TEST=changed"));
+    EXPECT_FALSE(env.count("ZREAP_SPAWN_TEST=inherited"));
+    EXPECT_TRUE(env.count("ZREAP_SPAWN_NEW=new"));
+    EXPECT_TRUE(env.count("ZREAP_SPAWN_KEEP=kept"));
+}
+
+TEST_P(Spawn, SearchesTheChildsPath) {
+    // The helper's folder is on the child's PATH only, so finding it proves which PATH
+    // was searched; the empty first entries and a missing folder are skipped over.
+    std::filesystem::path h(helper_path);
+    spawn_options o;
+    o.argv = {h.filename().string(), "env", "PATH"};
+    o.env_how = spawn_options::env_mode::replace;
+    o.env = {"PATH=/nonexistent/zreap:" + h.parent_path().string()};
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o);
+    EXPECT_EQ(r.status.exit_code(), 0);
+    EXPECT_EQ(r.out, o.env[0].substr(5) + "\n");
+}
+
+TEST_P(Spawn, WorkingDirectory) {
+    auto o = helper({"cwd"});
+    o.cwd = std::filesystem::canonical(std::filesystem::temp_directory_path()).string();
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o);
+    EXPECT_EQ(r.out, o.cwd + "\n");
+}
+
+std::vector<long> ids_of(const std::string& out) {
+    std::istringstream in(out);
+    long pid = 0, pgid = 0, sid = 0;
+    in >> pid >> pgid >> sid;
+    return {pid, pgid, sid};
+}
+
+TEST_P(Spawn, ProcessGroupAndSession) {
+    auto o = helper({"ids"});
+    o.stdout_mode = stdio::pipe;
+
+    auto same = ids_of(run(o).out);
+    EXPECT_EQ(same[1], ::getpgrp());
+    EXPECT_EQ(same[2], ::getsid(0));
+
+    o.group = spawn_options::group_mode::new_group;
+    auto group = ids_of(run(o).out);
+    EXPECT_EQ(group[1], group[0]) << "leads its own process group";
+    EXPECT_EQ(group[2], ::getsid(0)) << "in our session";
+
+    o.group = spawn_options::group_mode::new_session;
+    auto session = ids_of(run(o).out);
+    EXPECT_EQ(session[1], session[0]);
+    EXPECT_EQ(session[2], session[0]) << "leads its own session";
+}
+
+std::map<std::string, std::string> sigstatus(const std::string& out) {
+    std::map<std::string, std::string> m;
+    std::istringstream in(out);
+    std::string key, value;
+    while (in >> key >> value)
+        m[key] = value;
+    return m;
+}
+
+TEST_P(Spawn, ChildStartsWithCleanSignalState) {
+    // The parent blocks, ignores and catches signals at spawn time; none of it may reach
+    // the child.
+    sigset_t block, old_mask;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGRTMIN + 1);
+    pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+    struct sigaction ign {
+    }, catcher{}, old_usr2{}, old_pipe{}, old_hup{};
+    ign.sa_handler = SIG_IGN;
+    catcher.sa_handler = [](int) {};
+    sigaction(SIGUSR2, &ign, &old_usr2);
+    sigaction(SIGPIPE, &ign, &old_pipe);
+    sigaction(SIGHUP, &catcher, &old_hup);
+
+    auto lp = make();
+    outcome r;
+    auto o = helper({"sigstatus"});
+    o.stdout_mode = stdio::pipe;
+    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+        r.exited = true;
+        r.status = s;
+    });
+    // Restored right after the spawn: the test checks what the child got at creation.
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    sigaction(SIGUSR2, &old_usr2, nullptr);
+    sigaction(SIGPIPE, &old_pipe, nullptr);
+    sigaction(SIGHUP, &old_hup, nullptr);
+    capture(lp, c.stdout_fd(), r.out, r.out_eof);
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited && r.out_eof; }));
+
+    auto st = sigstatus(r.out);
+    EXPECT_EQ(st["SigBlk:"], "0000000000000000");
+    EXPECT_EQ(st["SigIgn:"], "0000000000000000");
+    EXPECT_EQ(st["SigCgt:"], "0000000000000000");
+}
+
+TEST_P(Spawn, ChildInheritsNoStrayFds) {
+    // Not close-on-exec, and at a high number: the child must still not see them.
+    int plain = ::open("/dev/null", O_RDONLY);
+    ASSERT_GE(plain, 0);
+    int high = ::fcntl(plain, F_DUPFD, 200);
+    ASSERT_GE(high, 200);
+    int passed = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    auto o = helper({"fds"});
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o);
+    EXPECT_EQ(lines(r.out), (std::set<std::string>{"0", "1", "2"}));
+
+    o.pass_fds = {{passed, 5}, {plain, 9}};
+    r = run(o);
+    EXPECT_EQ(lines(r.out), (std::set<std::string>{"0", "1", "2", "5", "9"}));
+    ::close(plain);
+    ::close(high);
+    ::close(passed);
+}
+
+TEST_P(Spawn, PassFdsMayTargetEachOthersNumbers) {
+    // {a -> b's number, b -> a's number}: a naive dup2 sequence would overwrite b's fd
+    // before moving it. The child writes to the fd numbered like b's write end, which must
+    // now be a's.
+    int a[2], b[2];
+    ASSERT_EQ(::pipe2(a, O_CLOEXEC), 0);
+    ASSERT_EQ(::pipe2(b, O_CLOEXEC), 0);
+    auto o = helper({"write-fd", std::to_string(b[1]), "to-a"});
+    o.pass_fds = {{a[1], b[1]}, {b[1], a[1]}};
+    outcome r = run(o);
+    ::close(a[1]);
+    ::close(b[1]);
+    EXPECT_EQ(r.status.exit_code(), 0);
+    char buf[16];
+    ssize_t n = ::read(a[0], buf, sizeof buf);
+    EXPECT_EQ(std::string(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0))), "to-a");
+    EXPECT_EQ(::read(b[0], buf, sizeof buf), 0) << "nothing went to b";
+    ::close(a[0]);
+    ::close(b[0]);
+}
+
+TEST_P(Spawn, KillSignalsTheChild) {
+    auto lp = make();
+    outcome r;
+    auto o = helper({"echo"});
+    o.stdin_mode = stdio::pipe;  // blocks on stdin until killed
+    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+        r.exited = true;
+        r.status = s;
+    });
+    c.kill(SIGKILL);
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
+    EXPECT_TRUE(r.status.signaled());
+    EXPECT_EQ(r.status.term_signal(), SIGKILL);
+}
+
+TEST_P(Spawn, KillAfterReapThrowsEsrch) {
+    auto lp = make();
+    bool done = false;
+    int err_in_callback = 0;
+    zreap::child c = zreap::spawn(lp, helper({"exit", "0"}), [&](const exit_status&) {
+        done = true;
+        err_in_callback = errno_of([&] { c.kill(SIGTERM); });
+    });
+    EXPECT_FALSE(c.reaped());
+    ASSERT_TRUE(run_until(lp, [&] { return done; }));
+    EXPECT_TRUE(c.reaped());
+    EXPECT_EQ(err_in_callback, ESRCH) << "already reaped while its callback runs";
+    EXPECT_EQ(errno_of([&] { c.kill(SIGTERM); }), ESRCH);
+    EXPECT_EQ(errno_of([&] { c.kill(0); }), ESRCH);
+    c.terminate(10ms);  // does nothing once reaped
+    EXPECT_EQ(lp.size(), 0u);
+}
+
+TEST_P(Spawn, TerminateEscalatesToSigkillAfterGrace) {
+    auto lp = make();
+    outcome r;
+    auto o = helper({"ignore-term"});
+    o.stdout_mode = stdio::pipe;
+    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+        r.exited = true;
+        r.status = s;
+    });
+    capture(lp, c.stdout_fd(), r.out, r.out_eof);
+    ASSERT_TRUE(run_until(lp, [&] { return r.out == "ready\n"; }));
+    const auto grace = 200ms;
+    auto t0 = clock_type::now();
+    c.terminate(grace);  // returns at once: the SIGKILL comes from the loop's timer
+    EXPECT_LT(clock_type::now() - t0, grace);
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
+    EXPECT_GE(clock_type::now() - t0, grace) << "SIGKILL came before the grace period ended";
+    EXPECT_TRUE(r.status.signaled());
+    EXPECT_EQ(r.status.term_signal(), SIGKILL);
+}
+
+TEST_P(Spawn, TerminateRemovesItsTimerWhenTheChildExits) {
+    auto lp = make();
+    outcome r;
+    auto o = helper({"echo"});
+    o.stdin_mode = stdio::pipe;
+    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+        r.exited = true;
+        r.status = s;
+    });
+    c.terminate(std::chrono::hours(1));
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
+    EXPECT_EQ(r.status.term_signal(), SIGTERM);
+    EXPECT_EQ(lp.size(), 0u) << "the SIGKILL timer must go with the child";
+}
+
+TEST_P(Spawn, AllOutputArrivesBeforeTheExitCallback) {
+    const std::size_t total = 1 << 20;
+    auto o = helper({"write", std::to_string(total)});
+    o.stdout_mode = stdio::pipe;
+    outcome r = run(o, 4096);
+    EXPECT_EQ(r.status.exit_code(), 0);
+    EXPECT_EQ(r.out.size(), total);
+    EXPECT_EQ(r.out_at_exit, total) << "the exit callback ran before all output was read";
+}
+
+TEST_P(Spawn, RespawnFromExitCallback) {
+    auto lp = make();
+    const int generations = 20;
+    std::vector<int> codes;
+    std::vector<zreap::child> kids;
+    std::function<void(int)> start = [&](int gen) {
+        kids.push_back(
+            zreap::spawn(lp, helper({"exit", std::to_string(gen)}), [&, gen](const exit_status& s) {
+                codes.push_back(s.exit_code());
+                if (gen + 1 < generations)
+                    start(gen + 1);
+            }));
+    };
+    start(0);
+    ASSERT_TRUE(run_until(lp, [&] { return codes.size() == generations; }));
+    for (int i = 0; i < generations; ++i)
+        EXPECT_EQ(codes[i], i);
+    EXPECT_EQ(lp.size(), 0u);
+}
+
+TEST_P(Spawn, ManyConcurrentSpawnsEachReportedOnce) {
+    // With pidfds every live child costs two fds (ours and the loop's): make room.
+    struct rlimit old_lim {};
+    ::getrlimit(RLIMIT_NOFILE, &old_lim);
+    struct rlimit lim = old_lim;
+    lim.rlim_cur = std::min<rlim_t>(std::max<rlim_t>(lim.rlim_cur, 4096), lim.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+
+    auto lp = make();
+    const int n = 500;
+    std::map<pid_t, int> reports;
+    std::vector<zreap::child> kids;
+    spawn_options o;
+    o.argv = {"true"};  // found on PATH
+    for (int i = 0; i < n; ++i)
+        kids.push_back(zreap::spawn(lp, o, [&](const exit_status& s) {
+            EXPECT_EQ(s.exit_code(), 0);
+            ++reports[s.pid];
+        }));
+    ASSERT_TRUE(run_until(
+        lp, [&] { return reports.size() == n; }, 60s));
+    lp.run_once(0ms);
+    for (auto& k : kids)
+        EXPECT_EQ(reports[k.pid()], 1) << k.pid();
+    kids.clear();
+    ::setrlimit(RLIMIT_NOFILE, &old_lim);
+}
+
+TEST_P(Spawn, DestroyingTheChildObjectStillReportsTheExit) {
+    auto lp = make();
+    bool done = false;
+    {
+        auto o = helper({"write", "10"});
+        o.stdout_mode = stdio::pipe;
+        zreap::spawn(lp, o, [&](const exit_status&) { done = true; });
+    }
+    ASSERT_TRUE(run_until(lp, [&] { return done; }));
+}
+
+std::string param_name(const ::testing::TestParamInfo<backend>& info) {
+    return std::string(to_string(info.param));
+}
+
+}  // namespace
+
+INSTANTIATE_TEST_SUITE_P(Backends, Spawn, ::testing::ValuesIn(zreap::compiled_backends()),
+                         param_name);
