@@ -36,13 +36,12 @@ dirs+=(build-asan)
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   meson test -C build-asan --print-errorlogs || true
 
-# ThreadSanitizer needs only the test programs that hold the threaded tests; tests/meson.build
-# registers those tests (suite 'threads', with a gtest filter) in this build only.
+# ThreadSanitizer: tests/meson.build registers the threaded tests (suite 'threads', with a
+# gtest filter) in this build only, and `meson test` builds only what those tests need.
 configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dexamples=disabled -Dbenchmarks=disabled
-meson compile -C build-tsan tests/zreap-unit-tests tests/zreap-contract-tests tests/zreap-fault-tests
 dirs+=(build-tsan)
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  meson test -C build-tsan --no-rebuild --suite threads --print-errorlogs || true
+  meson test -C build-tsan --suite threads --print-errorlogs || true
 
 echo "scripts/test.sh: $(( $(date +%s) - started )) s"
 python3 tests/summarize.py "${dirs[@]}"
