@@ -6,6 +6,7 @@
 
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -75,22 +76,27 @@ std::string in_forked_child(const std::function<std::string()>& body,
     // Read until EOF (the child's exit), with a bound against a hang.
     std::string text;
     auto end = clock_type::now() + bound;
-    ::fcntl(fds[0], F_SETFL, O_NONBLOCK);
     for (;;) {
-        char buf[512];
-        ssize_t n = ::read(fds[0], buf, sizeof buf);
-        if (n > 0) {
-            text.append(buf, static_cast<size_t>(n));
-            continue;
-        }
-        if (n == 0)
-            break;
-        if (clock_type::now() > end) {
+        struct pollfd p {
+            fds[0], POLLIN, 0
+        };
+        int left = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(end - clock_type::now()).count());
+        int ready = left > 0 ? ::poll(&p, 1, left) : 0;
+        if (ready < 0)
+            continue;  // EINTR
+        if (ready == 0) {
             ::kill(pid, SIGKILL);
             text += " [killed: hung]";
             break;
         }
-        ::usleep(2000);
+        char buf[512];
+        ssize_t n = ::read(fds[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        text.append(buf, static_cast<size_t>(n));
     }
     ::close(fds[0]);
     int status = 0;

@@ -13,7 +13,6 @@
 #include <signal.h>
 #include <time.h>
 
-#include <cinttypes>
 #include <cstdio>
 #include <random>
 #include <vector>
