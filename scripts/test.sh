@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
 # Installs what zreap needs (Debian 12), builds it and runs the whole test suite:
-#   1. a normal build: unit tests, the contract suite once per compiled backend, and the
-#      integration suites (the example programs driven by pyzmq: 'integration' for the
-#      default backend, 'integration-all' once per compiled backend);
-#   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+#   1. a normal build: unit, contract (once per compiled backend), fault, soak-short and
+#      spawn tests, the integration suites (the example programs driven by pyzmq), then the
+#      contract suite of one backend under valgrind;
+#   2. the same suite under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   3. the POSIX-only build (-Dposix_strict=true) and its suite;
+#   4. a consumer project using zreap as a subproject and installed through pkg-config;
+#   5. the Doxygen API reference, where doxygen is installed;
+#   6. the threaded tests under ThreadSanitizer (a build of the test programs only).
 # Ends with one line "N passed, N failed" counting every test case of every run, and exits
-# non-zero if anything failed.
+# non-zero if anything failed. The full soak is not part of it: see the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
+started=$(date +%s)
 
-setup() {  # setup BUILDDIR [meson options...]
+configure() {  # configure BUILDDIR [meson options...]
   local dir=$1; shift
   if [ -d "$dir/meson-private" ]; then
     meson setup --reconfigure "$dir" "$@" >/dev/null
   else
     meson setup "$dir" "$@" >/dev/null
   fi
-  meson compile -C "$dir"
+  rm -f "$dir"/meson-logs/testlog*.json  # only this run's logs count in the summary
+}
+setup() {  # setup BUILDDIR [meson options...]
+  configure "$@"
+  meson compile -C "$1"
 }
 
 dirs=()
 setup build
 dirs+=(build)
 meson test -C build --print-errorlogs || true
+meson test -C build --suite valgrind --logbase testlog-valgrind --print-errorlogs || true
 
 setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbenchmarks=disabled
 dirs+=(build-asan)
@@ -55,4 +65,12 @@ else
   echo "test.sh: doxygen not installed, API reference not checked (ZREAP_DOCS=1 installs it)" >&2
 fi
 
+# ThreadSanitizer: tests/meson.build registers the threaded tests (suite 'threads', with a
+# gtest filter) in this build only, and `meson test` builds only what those tests need.
+configure build-tsan -Db_sanitize=thread -Db_lundef=false -Dexamples=disabled -Dbenchmarks=disabled
+dirs+=(build-tsan)
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  meson test -C build-tsan --suite threads --print-errorlogs || true
+
+echo "scripts/test.sh: $(( $(date +%s) - started )) s"
 python3 tests/summarize.py "${dirs[@]}"

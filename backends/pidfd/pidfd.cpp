@@ -141,7 +141,9 @@ bool pidfd_usable() noexcept {
     // A real probe, not a version check: the calls can be missing (kernel < 5.4) or
     // refused by a seccomp filter (ENOSYS or EPERM) in a kernel that has them.
     unique_fd self(sys_pidfd_open(::getpid(), 0));
-    if (!self) return false;
+    // A full fd table says nothing about the kernel or a filter: report usable, so that
+    // the loop fails with the real EMFILE instead of "not usable" (or a silent fallback).
+    if (!self) return errno == EMFILE || errno == ENFILE;
     siginfo_t si{};
     // We are not our own child: a kernel with P_PIDFD says ECHILD, one without says EINVAL.
     if (waitid_pidfd(self.get(), &si, WEXITED | WNOHANG) == 0 || errno != ECHILD) return false;
