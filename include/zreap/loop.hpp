@@ -116,9 +116,11 @@ public:
     /// the backend. A child that exited before this call is reported promptly.
     source_id watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
                           const watch_options& options = {});
-    /// Removes a source. For a child, its exit will not be reported and the child is not
-    /// reaped by zreap: other code may waitpid() it. Unknown ids are ignored, so removing
-    /// twice is harmless.
+    /// Removes a source. For a child, its exit will not be reported. A child still running
+    /// when it is removed is not reaped by zreap, so other code may waitpid() it; one whose
+    /// exit the loop has already reaped in the current batch (its callback was queued behind
+    /// the one that removes it) is gone, and its status with it. Unknown ids are ignored,
+    /// so removing twice is harmless.
     void remove(source_id id) noexcept;
     /// True while @p id is registered.
     bool contains(source_id id) const noexcept;
