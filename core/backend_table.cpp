@@ -56,7 +56,8 @@ constexpr backend auto_order[] = {backend::pidfd, backend::selfpipe, backend::si
 
 const backend_entry* find_backend(backend b) noexcept {
     for (const backend_entry* e : table)
-        if (e && e->id == b) return e;
+        if (e && e->id == b)
+            return e;
     return nullptr;
 }
 
@@ -68,26 +69,33 @@ using detail::find_backend;
 
 std::string_view to_string(backend b) noexcept {
     switch (b) {
-        case backend::pidfd: return "pidfd";
-        case backend::signalfd: return "signalfd";
-        case backend::selfpipe: return "selfpipe";
-        case backend::sigaction: return "sigaction";
-        case backend::libev: return "libev";
+        case backend::pidfd:
+            return "pidfd";
+        case backend::signalfd:
+            return "signalfd";
+        case backend::selfpipe:
+            return "selfpipe";
+        case backend::sigaction:
+            return "sigaction";
+        case backend::libev:
+            return "libev";
     }
     return "unknown";
 }
 
 std::optional<backend> backend_from_string(std::string_view name) noexcept {
-    for (backend b : {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction,
-                      backend::libev})
-        if (to_string(b) == name) return b;
+    for (backend b :
+         {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction, backend::libev})
+        if (to_string(b) == name)
+            return b;
     return std::nullopt;
 }
 
 std::vector<backend> compiled_backends() {
     std::vector<backend> out;
     for (const detail::backend_entry* e : detail::table)
-        if (e) out.push_back(e->id);
+        if (e)
+            out.push_back(e->id);
     return out;
 }
 
@@ -122,19 +130,18 @@ capabilities backend_capabilities(backend b) noexcept {
     return c;
 }
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 const detail::backend_entry& detail::require_usable(backend b, const std::string& origin) {
     std::string name(to_string(b));
     if (!find_backend(b))
-        detail::throw_errno(ENOTSUP, origin + ": backend '" + name +
-                                         "' is not compiled into this zreap build");
+        detail::throw_errno(
+            ENOTSUP, origin + ": backend '" + name + "' is not compiled into this zreap build");
     if (!backend_usable(b)) {
         std::string why = "not usable in this process";
         if (b != backend::pidfd) {
-            if (const char* p = detail::sigchld_disposition_problem()) why = p;
+            if (const char* p = detail::sigchld_disposition_problem())
+                why = p;
         }
         detail::throw_errno(ENOTSUP, origin + ": backend '" + name + "' is " + why);
     }
@@ -146,9 +153,11 @@ namespace {
 backend pick(std::string_view name, const std::string& origin) {
     if (name == "auto") {
         for (backend b : detail::auto_order)
-            if (backend_usable(b)) return b;
-        detail::throw_errno(ENOTSUP, origin + ": no usable backend (tried pidfd, selfpipe, "
-                                              "sigaction)");
+            if (backend_usable(b))
+                return b;
+        detail::throw_errno(ENOTSUP, origin +
+                                         ": no usable backend (tried pidfd, selfpipe, "
+                                         "sigaction)");
     }
     std::optional<backend> b = backend_from_string(name);
     if (!b)
@@ -163,7 +172,8 @@ backend pick(std::string_view name, const std::string& origin) {
 backend default_backend() {
     if (const char* env = std::getenv("ZREAP_BACKEND"); env && *env)
         return pick(env, "ZREAP_BACKEND=" + std::string(env));
-    return pick(ZREAP_DEFAULT_BACKEND, "default backend (-Ddefault_backend=" ZREAP_DEFAULT_BACKEND ")");
+    return pick(ZREAP_DEFAULT_BACKEND,
+                "default backend (-Ddefault_backend=" ZREAP_DEFAULT_BACKEND ")");
 }
 
 }  // namespace zreap

@@ -38,7 +38,7 @@ struct poll_result {
 };
 
 class child_watcher {
-public:
+  public:
     virtual ~child_watcher() = default;
 
     /// The fd the loop polls for ZMQ_POLLIN, or -1 if the backend has none (sigaction).

@@ -12,6 +12,8 @@ namespace zreap::detail {
 }
 
 /// Same, for the errno left by the call that just failed.
-[[noreturn]] inline void throw_errno(const std::string& what) { throw_errno(errno, what); }
+[[noreturn]] inline void throw_errno(const std::string& what) {
+    throw_errno(errno, what);
+}
 
 }  // namespace zreap::detail

@@ -1,7 +1,7 @@
 #include <zreap/exit_status.hpp>
 
-#include <cstring>
 #include <signal.h>
+#include <cstring>
 
 namespace zreap {
 
@@ -47,29 +47,52 @@ namespace {
 // sigabbrev_np() is GNU-only; the POSIX signals are few enough to name here.
 const char* signal_name(int sig) noexcept {
     switch (sig) {
-        case SIGHUP: return "SIGHUP";
-        case SIGINT: return "SIGINT";
-        case SIGQUIT: return "SIGQUIT";
-        case SIGILL: return "SIGILL";
-        case SIGTRAP: return "SIGTRAP";
-        case SIGABRT: return "SIGABRT";
-        case SIGBUS: return "SIGBUS";
-        case SIGFPE: return "SIGFPE";
-        case SIGKILL: return "SIGKILL";
-        case SIGUSR1: return "SIGUSR1";
-        case SIGSEGV: return "SIGSEGV";
-        case SIGUSR2: return "SIGUSR2";
-        case SIGPIPE: return "SIGPIPE";
-        case SIGALRM: return "SIGALRM";
-        case SIGTERM: return "SIGTERM";
-        case SIGCHLD: return "SIGCHLD";
-        case SIGCONT: return "SIGCONT";
-        case SIGSTOP: return "SIGSTOP";
-        case SIGTSTP: return "SIGTSTP";
-        case SIGSYS: return "SIGSYS";
-        case SIGXCPU: return "SIGXCPU";
-        case SIGXFSZ: return "SIGXFSZ";
-        default: return nullptr;
+        case SIGHUP:
+            return "SIGHUP";
+        case SIGINT:
+            return "SIGINT";
+        case SIGQUIT:
+            return "SIGQUIT";
+        case SIGILL:
+            return "SIGILL";
+        case SIGTRAP:
+            return "SIGTRAP";
+        case SIGABRT:
+            return "SIGABRT";
+        case SIGBUS:
+            return "SIGBUS";
+        case SIGFPE:
+            return "SIGFPE";
+        case SIGKILL:
+            return "SIGKILL";
+        case SIGUSR1:
+            return "SIGUSR1";
+        case SIGSEGV:
+            return "SIGSEGV";
+        case SIGUSR2:
+            return "SIGUSR2";
+        case SIGPIPE:
+            return "SIGPIPE";
+        case SIGALRM:
+            return "SIGALRM";
+        case SIGTERM:
+            return "SIGTERM";
+        case SIGCHLD:
+            return "SIGCHLD";
+        case SIGCONT:
+            return "SIGCONT";
+        case SIGSTOP:
+            return "SIGSTOP";
+        case SIGTSTP:
+            return "SIGTSTP";
+        case SIGSYS:
+            return "SIGSYS";
+        case SIGXCPU:
+            return "SIGXCPU";
+        case SIGXFSZ:
+            return "SIGXFSZ";
+        default:
+            return nullptr;
     }
 }
 
@@ -77,14 +100,18 @@ const char* signal_name(int sig) noexcept {
 
 std::string to_string(const exit_status& s) {
     std::string out = "pid " + std::to_string(s.pid);
-    if (s.exited()) return out + " exited with code " + std::to_string(s.exit_code());
+    if (s.exited())
+        return out + " exited with code " + std::to_string(s.exit_code());
     if (s.signaled()) {
         out += " killed by signal " + std::to_string(s.term_signal());
-        if (const char* name = signal_name(s.term_signal())) out += std::string(" (") + name + ")";
-        if (s.core_dumped()) out += ", core dumped";
+        if (const char* name = signal_name(s.term_signal()))
+            out += std::string(" (") + name + ")";
+        if (s.core_dumped())
+            out += ", core dumped";
         return out;
     }
-    if (s.unknown()) return out + " was reaped by other code; its status is unknown";
+    if (s.unknown())
+        return out + " was reaped by other code; its status is unknown";
     return out + " ended with status " + std::to_string(s.raw);
 }
 

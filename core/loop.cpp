@@ -56,7 +56,8 @@ struct pending_exit {
 // Milliseconds from now until @p t, rounded up so that the poll never returns just before
 // a timer is due and spins on zero-length waits.
 long long ceil_ms_until(clock::time_point t, clock::time_point now) {
-    if (t <= now) return 0;
+    if (t <= now)
+        return 0;
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t - now).count();
     return (ns + 999'999) / 1'000'000;
 }
@@ -109,7 +110,8 @@ struct loop::impl {
             detail::unregister_loop(caps.reaps_foreign_children);
             throw;
         }
-        if (opts.max_exits_per_iteration == 0) opts.max_exits_per_iteration = 1;
+        if (opts.max_exits_per_iteration == 0)
+            opts.max_exits_per_iteration = 1;
     }
 
     ~impl() {
@@ -143,7 +145,8 @@ struct loop::impl {
         }
         first_io_item = items.size();
         for (auto& [sid, s] : sources) {
-            if (s.k != kind::io) continue;
+            if (s.k != kind::io)
+                continue;
             items.push_back(zmq_pollitem_t{s.socket, s.fd, s.events, 0});
             item_ids.push_back(sid);
         }
@@ -172,14 +175,17 @@ struct loop::impl {
 
     int poll_timeout(clock::time_point now, bool has_deadline, clock::time_point deadline,
                      bool immediate) const {
-        if (immediate) return 0;
+        if (immediate)
+            return 0;
         long long t = -1;
-        if (has_deadline) t = ceil_ms_until(deadline, now);
+        if (has_deadline)
+            t = ceil_ms_until(deadline, now);
         if (!timers.empty()) {
             long long tt = ceil_ms_until(timers.begin()->first, now);
             t = t < 0 ? tt : std::min(t, tt);
         }
-        if (int cap = watcher->max_wait_ms(); cap >= 0) t = t < 0 ? cap : std::min<long long>(t, cap);
+        if (int cap = watcher->max_wait_ms(); cap >= 0)
+            t = t < 0 ? cap : std::min<long long>(t, cap);
         return t < 0 ? -1 : static_cast<int>(std::min<long long>(t, 1LL << 30));
     }
 
@@ -187,8 +193,9 @@ struct loop::impl {
         int n = 0;
         for (auto [sid, revents] : ready) {
             auto it = sources.find(sid);
-            if (it == sources.end()) continue;  // removed by an earlier callback
-            auto cb = it->second.io_cb;         // keeps the callable alive if it removes itself
+            if (it == sources.end())
+                continue;                // removed by an earlier callback
+            auto cb = it->second.io_cb;  // keeps the callable alive if it removes itself
             ++n;
             (*cb)(revents);
         }
@@ -204,7 +211,8 @@ struct loop::impl {
             pending_exit pe = pending.front();
             pending.pop_front();
             auto it = sources.find(pe.id);
-            if (it == sources.end()) continue;  // removed after it was reaped
+            if (it == sources.end())
+                continue;  // removed after it was reaped
             if (must_wait_for_output(it->second)) {
                 pending.push_back(pe);
                 deferred = true;
@@ -220,7 +228,8 @@ struct loop::impl {
 
     bool must_wait_for_output(const source& child) const {
         for (int fd : child.drain_first) {
-            if (!has_unread_bytes(fd)) continue;
+            if (!has_unread_bytes(fd))
+                continue;
             for (const auto& [sid, s] : sources)
                 if (s.k == kind::io && s.fd == fd && s.socket == nullptr && (s.events & ZMQ_POLLIN))
                     return true;
@@ -241,7 +250,8 @@ struct loop::impl {
             auto cb = it->second.timer_cb;
             if (it->second.every.count() > 0) {
                 clock::time_point next = due + it->second.every;
-                if (next <= now) next = now + it->second.every;  // skip missed ticks
+                if (next <= now)
+                    next = now + it->second.every;  // skip missed ticks
                 it->second.timer_pos = timers.emplace(next, sid);
             } else {
                 sources.erase(it);
@@ -254,22 +264,26 @@ struct loop::impl {
 
     int run_once(milliseconds timeout) {
         const bool has_deadline = timeout.count() >= 0;
-        const clock::time_point deadline = clock::now() + (has_deadline ? timeout : milliseconds(0));
+        const clock::time_point deadline =
+            clock::now() + (has_deadline ? timeout : milliseconds(0));
         for (;;) {
-            if (items_dirty) rebuild_items();
+            if (items_dirty)
+                rebuild_items();
             bool immediate = !pending.empty() || watcher_more;
             // Asked even when immediate, because sigaction consumes its flag here.
             immediate = watcher->wants_immediate_poll() || immediate;
             clock::time_point now = clock::now();
             int wait = poll_timeout(now, has_deadline, deadline, immediate);
 
-            for (auto& item : items) item.revents = 0;
+            for (auto& item : items)
+                item.revents = 0;
             int rc = zmq_poll(items.data(), static_cast<int>(items.size()), wait);
             ++stats.polls;
             bool interrupted = false;
             if (rc < 0) {
                 int err = zmq_errno();
-                if (err != EINTR) detail::throw_errno(err, "zreap: zmq_poll");
+                if (err != EINTR)
+                    detail::throw_errno(err, "zreap: zmq_poll");
                 interrupted = true;
                 ++stats.interrupted;
             }
@@ -278,9 +292,11 @@ struct loop::impl {
             r.interrupted = interrupted;
             ready.clear();
             if (!interrupted) {
-                if (first_io_item > 0 && items[0].revents) r.woken = true;
+                if (first_io_item > 0 && items[0].revents)
+                    r.woken = true;
                 for (std::size_t i = first_io_item; i < items.size(); ++i)
-                    if (items[i].revents) ready.emplace_back(item_ids[i], items[i].revents);
+                    if (items[i].revents)
+                        ready.emplace_back(item_ids[i], items[i].revents);
             }
 
             std::size_t budget = opts.max_exits_per_iteration > pending.size()
@@ -291,7 +307,8 @@ struct loop::impl {
             for (const exit_status& st : reap_buf) {
                 ++stats.exits;
                 auto c = children.find(st.pid);
-                if (c == children.end()) continue;  // only a foreign-reaping backend does this
+                if (c == children.end())
+                    continue;  // only a foreign-reaping backend does this
                 sources[c->second].reaped = true;
                 pending.push_back({c->second, st});
                 children.erase(c);
@@ -304,21 +321,26 @@ struct loop::impl {
             bool deferred = false;
             n += dispatch_exits(deferred);
             n += dispatch_timers(clock::now());
-            if (n > 0) return n;
-            if (!interrupted && !deferred && !immediate && !r.woken) ++stats.idle_wakeups;
-            if (stop_requested) return 0;
-            if (has_deadline && clock::now() >= deadline) return 0;
+            if (n > 0)
+                return n;
+            if (!interrupted && !deferred && !immediate && !r.woken)
+                ++stats.idle_wakeups;
+            if (stop_requested)
+                return 0;
+            if (has_deadline && clock::now() >= deadline)
+                return 0;
         }
     }
 };
 
 loop::loop() : loop(loop_options{}) {}
 
-loop::loop(backend b) : loop([b] {
-                            loop_options o;
-                            o.which = b;
-                            return o;
-                        }()) {}
+loop::loop(backend b)
+    : loop([b] {
+          loop_options o;
+          o.which = b;
+          return o;
+      }()) {}
 
 loop::loop(const loop_options& options) : impl_(std::make_unique<impl>(options)) {}
 
@@ -326,12 +348,18 @@ loop::~loop() = default;
 loop::loop(loop&&) noexcept = default;
 loop& loop::operator=(loop&&) noexcept = default;
 
-backend loop::which() const noexcept { return impl_->id; }
-capabilities loop::caps() const noexcept { return impl_->caps; }
+backend loop::which() const noexcept {
+    return impl_->id;
+}
+capabilities loop::caps() const noexcept {
+    return impl_->caps;
+}
 
 source_id loop::add_socket(void* zmq_socket, short events, std::function<void(short)> cb) {
-    if (!zmq_socket) detail::throw_errno(EINVAL, "zreap::loop::add_socket: null socket");
-    if (!cb) detail::throw_errno(EINVAL, "zreap::loop::add_socket: empty callback");
+    if (!zmq_socket)
+        detail::throw_errno(EINVAL, "zreap::loop::add_socket: null socket");
+    if (!cb)
+        detail::throw_errno(EINVAL, "zreap::loop::add_socket: empty callback");
     source s;
     s.socket = zmq_socket;
     s.events = events;
@@ -341,8 +369,10 @@ source_id loop::add_socket(void* zmq_socket, short events, std::function<void(sh
 }
 
 source_id loop::add_fd(int fd, short events, std::function<void(short)> cb) {
-    if (fd < 0) detail::throw_errno(EBADF, "zreap::loop::add_fd(" + std::to_string(fd) + ")");
-    if (!cb) detail::throw_errno(EINVAL, "zreap::loop::add_fd: empty callback");
+    if (fd < 0)
+        detail::throw_errno(EBADF, "zreap::loop::add_fd(" + std::to_string(fd) + ")");
+    if (!cb)
+        detail::throw_errno(EINVAL, "zreap::loop::add_fd: empty callback");
     source s;
     s.fd = fd;
     s.events = events;
@@ -353,7 +383,8 @@ source_id loop::add_fd(int fd, short events, std::function<void(short)> cb) {
 
 source_id loop::add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
                           std::function<void()> cb) {
-    if (!cb) detail::throw_errno(EINVAL, "zreap::loop::add_timer: empty callback");
+    if (!cb)
+        detail::throw_errno(EINVAL, "zreap::loop::add_timer: empty callback");
     if (first.count() < 0 || every.count() < 0)
         detail::throw_errno(EINVAL, "zreap::loop::add_timer: negative interval");
     source s;
@@ -368,8 +399,10 @@ source_id loop::add_timer(std::chrono::milliseconds first, std::chrono::millisec
 source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
                             const watch_options& options) {
     const std::string what = "zreap::loop::watch_child(" + std::to_string(pid) + ")";
-    if (pid <= 0) detail::throw_errno(EINVAL, what + ": not a process id");
-    if (!cb) detail::throw_errno(EINVAL, what + ": empty callback");
+    if (pid <= 0)
+        detail::throw_errno(EINVAL, what + ": not a process id");
+    if (!cb)
+        detail::throw_errno(EINVAL, what + ": empty callback");
     // WNOWAIT: ask whether pid is our unreaped child without reaping it.
     siginfo_t si{};
     int rc;
@@ -402,22 +435,32 @@ source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> c
 
 void loop::remove(source_id id) noexcept {
     auto it = impl_->sources.find(id);
-    if (it != impl_->sources.end()) impl_->erase(it);
+    if (it != impl_->sources.end())
+        impl_->erase(it);
 }
 
-bool loop::contains(source_id id) const noexcept { return impl_->sources.count(id) != 0; }
+bool loop::contains(source_id id) const noexcept {
+    return impl_->sources.count(id) != 0;
+}
 
-std::size_t loop::size() const noexcept { return impl_->sources.size(); }
+std::size_t loop::size() const noexcept {
+    return impl_->sources.size();
+}
 
 void loop::run() {
     impl_->stop_requested = false;
-    while (!impl_->stop_requested && !impl_->sources.empty()) impl_->run_once(milliseconds(-1));
+    while (!impl_->stop_requested && !impl_->sources.empty())
+        impl_->run_once(milliseconds(-1));
     impl_->stop_requested = false;
 }
 
-int loop::run_once(std::chrono::milliseconds timeout) { return impl_->run_once(timeout); }
+int loop::run_once(std::chrono::milliseconds timeout) {
+    return impl_->run_once(timeout);
+}
 
-void loop::stop() noexcept { impl_->stop_requested = true; }
+void loop::stop() noexcept {
+    impl_->stop_requested = true;
+}
 
 loop_stats loop::stats() const noexcept {
     loop_stats s = impl_->stats;

@@ -14,11 +14,14 @@ namespace zreap::detail {
 
 const char* sigchld_disposition_problem() noexcept {
     struct sigaction sa {};
-    if (::sigaction(SIGCHLD, nullptr, &sa) != 0) return nullptr;
+    if (::sigaction(SIGCHLD, nullptr, &sa) != 0)
+        return nullptr;
     // Either makes the kernel reap exited children itself: waits fail with ECHILD and no
     // exit status could ever be reported.
-    if (sa.sa_handler == SIG_IGN) return "unusable while SIGCHLD is set to SIG_IGN";
-    if (sa.sa_flags & SA_NOCLDWAIT) return "unusable while SIGCHLD has SA_NOCLDWAIT";
+    if (sa.sa_handler == SIG_IGN)
+        return "unusable while SIGCHLD is set to SIG_IGN";
+    if (sa.sa_flags & SA_NOCLDWAIT)
+        return "unusable while SIGCHLD has SA_NOCLDWAIT";
     return nullptr;
 }
 
@@ -56,21 +59,25 @@ void register_loop(backend b, bool reaps_foreign_children) {
     std::lock_guard<std::mutex> lock(loops_mutex);
     const std::string what = "zreap::loop(" + std::string(to_string(b)) + ")";
     if (reaps_foreign_children && live_loops > 0)
-        throw_errno(EBUSY, what + ": another zreap loop lives in this process, and this backend "
-                                  "reaps every child on SIGCHLD, so it would take that loop's "
-                                  "children's exits");
+        throw_errno(EBUSY, what +
+                               ": another zreap loop lives in this process, and this backend "
+                               "reaps every child on SIGCHLD, so it would take that loop's "
+                               "children's exits");
     if (live_foreign_reapers > 0)
-        throw_errno(EBUSY, what + ": a zreap loop whose backend reaps every child on SIGCHLD "
-                                  "(libev) lives in this process and would take this loop's "
-                                  "children's exits");
+        throw_errno(EBUSY, what +
+                               ": a zreap loop whose backend reaps every child on SIGCHLD "
+                               "(libev) lives in this process and would take this loop's "
+                               "children's exits");
     ++live_loops;
-    if (reaps_foreign_children) ++live_foreign_reapers;
+    if (reaps_foreign_children)
+        ++live_foreign_reapers;
 }
 
 void unregister_loop(bool reaps_foreign_children) noexcept {
     std::lock_guard<std::mutex> lock(loops_mutex);
     --live_loops;
-    if (reaps_foreign_children) --live_foreign_reapers;
+    if (reaps_foreign_children)
+        --live_foreign_reapers;
 }
 
 }  // namespace zreap::detail

@@ -28,9 +28,9 @@ struct slot {
 };
 
 slot slots[max_slots];
-std::atomic<int> slots_used{0};    // high-water mark, so the handler scans only that far
+std::atomic<int> slots_used{0};  // high-water mark, so the handler scans only that far
 std::atomic<int> handlers_running{0};
-std::atomic<int> forwarded{0};     // pthread_kill copies sent and not yet received
+std::atomic<int> forwarded{0};  // pthread_kill copies sent and not yet received
 
 std::mutex hub_mutex;  // guards install/restore and slot reservation, never taken in the handler
 int subscribers = 0;
@@ -47,7 +47,8 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
     const int n = slots_used.load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i) {
         slot& s = slots[i];
-        if (s.state.load(std::memory_order_acquire) != active) continue;
+        if (s.state.load(std::memory_order_acquire) != active)
+            continue;
         if (s.pipe_fd >= 0) {
             ssize_t w = ::write(s.pipe_fd, &pid, sizeof pid);  // EAGAIN: already readable
             (void)w;
@@ -56,7 +57,8 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
             pthread_t t = s.thread.load(std::memory_order_relaxed);
             if (from_kernel && !pthread_equal(t, pthread_self())) {
                 forwarded.fetch_add(1, std::memory_order_relaxed);
-                if (pthread_kill(t, SIGCHLD) != 0) forwarded.fetch_sub(1, std::memory_order_relaxed);
+                if (pthread_kill(t, SIGCHLD) != 0)
+                    forwarded.fetch_sub(1, std::memory_order_relaxed);
             }
         }
     }
@@ -73,7 +75,8 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
         }
     }
     if (previous.sa_flags & SA_SIGINFO) {
-        if (previous.sa_sigaction) previous.sa_sigaction(sig, info, context);
+        if (previous.sa_sigaction)
+            previous.sa_sigaction(sig, info, context);
     } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN &&
                previous.sa_handler) {
         previous.sa_handler(sig);
@@ -96,22 +99,27 @@ int subscribe(int pipe_fd, std::atomic<int>* flag, pthread_t thread, const char*
         // (zmq_poll returns EINTR regardless); SA_NOCLDSTOP: stops are not exits.
         sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_NOCLDSTOP;
         struct sigaction old {};
-        if (::sigaction(SIGCHLD, nullptr, &old) != 0) throw_errno(std::string(who) + ": sigaction(SIGCHLD)");
+        if (::sigaction(SIGCHLD, nullptr, &old) != 0)
+            throw_errno(std::string(who) + ": sigaction(SIGCHLD)");
         previous = old;
-        if (::sigaction(SIGCHLD, &sa, nullptr) != 0) throw_errno(std::string(who) + ": sigaction(SIGCHLD)");
+        if (::sigaction(SIGCHLD, &sa, nullptr) != 0)
+            throw_errno(std::string(who) + ": sigaction(SIGCHLD)");
     }
     for (int i = 0; i < max_slots; ++i) {
         int expected = free_slot;
-        if (!slots[i].state.compare_exchange_strong(expected, reserved)) continue;
+        if (!slots[i].state.compare_exchange_strong(expected, reserved))
+            continue;
         slots[i].pipe_fd = pipe_fd;
         slots[i].flag = flag;
         slots[i].thread.store(thread, std::memory_order_relaxed);
-        if (slots_used.load() <= i) slots_used.store(i + 1, std::memory_order_release);
+        if (slots_used.load() <= i)
+            slots_used.store(i + 1, std::memory_order_release);
         slots[i].state.store(active, std::memory_order_release);
         ++subscribers;
         return i;
     }
-    if (subscribers == 0) ::sigaction(SIGCHLD, &previous, nullptr);
+    if (subscribers == 0)
+        ::sigaction(SIGCHLD, &previous, nullptr);
     throw_errno(EMFILE, std::string(who) + ": more than " + std::to_string(max_slots) +
                             " loops use a SIGCHLD handler backend at once");
 }
@@ -155,11 +163,13 @@ void sigchld_unsubscribe(int slot_index) noexcept {
     // A handler that loaded the slot before the store above may still be using its fd or
     // flag; wait until every running handler is done. Handlers never block, so this is
     // short, and it cannot be this thread's own handler (that would have finished first).
-    while (handlers_running.load(std::memory_order_acquire) != 0) sched_yield();
+    while (handlers_running.load(std::memory_order_acquire) != 0)
+        sched_yield();
     s.pipe_fd = -1;
     s.flag = nullptr;
     s.state.store(free_slot, std::memory_order_release);
-    if (--subscribers == 0) ::sigaction(SIGCHLD, &previous, nullptr);
+    if (--subscribers == 0)
+        ::sigaction(SIGCHLD, &previous, nullptr);
 }
 
 }  // namespace zreap::detail

@@ -43,9 +43,9 @@ struct spawn_plan {
     std::size_t nclose_low = 0;
     /// The child moves the error pipe here (close-on-exec) and closes every fd above it.
     int err_at = 3;
-    int err_fd = -1;      ///< the error pipe's write end as the parent made it (>= err_at)
+    int err_fd = -1;        ///< the error pipe's write end as the parent made it (>= err_at)
     int signal_limit = 65;  ///< one past the highest signal number to reset to SIG_DFL
-    int close_limit = 0;  ///< without closefrom(): the child closes (err_at, close_limit)
+    int close_limit = 0;    ///< without closefrom(): the child closes (err_at, close_limit)
 
     enum class group_mode { inherit, new_group, new_session };
     group_mode group = group_mode::inherit;

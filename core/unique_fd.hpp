@@ -8,13 +8,14 @@ namespace zreap::detail {
 
 /// Owns one file descriptor and closes it on destruction. -1 means "none".
 class unique_fd {
-public:
+  public:
     unique_fd() noexcept = default;
     explicit unique_fd(int fd) noexcept : fd_(fd) {}
     ~unique_fd() { reset(); }
     unique_fd(unique_fd&& o) noexcept : fd_(o.release()) {}
     unique_fd& operator=(unique_fd&& o) noexcept {
-        if (this != &o) reset(o.release());
+        if (this != &o)
+            reset(o.release());
         return *this;
     }
     unique_fd(const unique_fd&) = delete;
@@ -26,11 +27,12 @@ public:
     void reset(int fd = -1) noexcept {
         // close() is not retried on EINTR: on Linux (and per POSIX 2024) the descriptor
         // is gone either way, and a retry could close a descriptor another thread opened.
-        if (fd_ >= 0) ::close(fd_);
+        if (fd_ >= 0)
+            ::close(fd_);
         fd_ = fd;
     }
 
-private:
+  private:
     int fd_ = -1;
 };
 

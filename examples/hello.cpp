@@ -34,7 +34,8 @@ int run(int argc, char** argv) {
     lp.add_socket(rep, ZMQ_POLLIN, [&](short) {
         char buf[64];
         int n = zmq_recv(rep, buf, sizeof buf - 1, 0);
-        if (n < 0) return;
+        if (n < 0)
+            return;
         buf[n] = 0;
         std::printf("request: %s\n", buf);
         // A SIGCHLD can interrupt a blocking zmq call with the signal-handler backends.
@@ -44,20 +45,23 @@ int run(int argc, char** argv) {
     zreap::source_id reply_id = lp.add_socket(req, ZMQ_POLLIN, [&](short) {
         char buf[64];
         int n = zmq_recv(req, buf, sizeof buf - 1, 0);
-        if (n >= 0) std::printf("reply: %.*s\n", n, buf);
+        if (n >= 0)
+            std::printf("reply: %.*s\n", n, buf);
     });
     zmq_send(req, "ping", 4, 0);
 
     int left = 3;
     auto report = [&](const zreap::exit_status& s) {
         std::printf("%s\n", zreap::to_string(s).c_str());
-        if (--left == 0) lp.stop();
+        if (--left == 0)
+            lp.stop();
     };
     auto start = [&](int ms, int code, int sig) {
         pid_t pid = fork();
         if (pid == 0) {
             usleep(static_cast<useconds_t>(ms) * 1000);
-            if (sig) kill(getpid(), sig);
+            if (sig)
+                kill(getpid(), sig);
             _exit(code);
         }
         lp.watch_child(pid, report);

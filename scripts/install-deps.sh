@@ -6,7 +6,7 @@ packages=(
   g++ meson ninja-build pkg-config python3 python3-zmq
   libzmq3-dev cppzmq-dev libev-dev
   libgtest-dev libgmock-dev
-  libseccomp-dev valgrind
+  libseccomp-dev valgrind clang-format git
 )
 if [ "${ZREAP_DOCS:-0}" = 1 ]; then
   packages+=(doxygen)  # only for the API reference (-Ddocs=enabled); large, so opt-in

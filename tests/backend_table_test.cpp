@@ -53,7 +53,8 @@ TEST(BackendTable, CompiledMatchesConfigure) {
 TEST(BackendTable, EnvironmentOverridesDefault) {
     env_guard g;
     for (backend b : zreap::compiled_backends()) {
-        if (!zreap::backend_capabilities(b).multiple_loops) continue;
+        if (!zreap::backend_capabilities(b).multiple_loops)
+            continue;
         setenv("ZREAP_BACKEND", std::string(zreap::to_string(b)).c_str(), 1);
         EXPECT_EQ(zreap::default_backend(), b);
         zreap::loop lp;
@@ -78,7 +79,8 @@ TEST(BackendTable, NotCompiledInIsAClearError) {
     auto c = zreap::compiled_backends();
     for (backend b : {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction,
                       backend::libev}) {
-        if (std::find(c.begin(), c.end(), b) != c.end()) continue;
+        if (std::find(c.begin(), c.end(), b) != c.end())
+            continue;
         EXPECT_FALSE(zreap::backend_usable(b));
         EXPECT_THROW(zreap::loop{b}, std::system_error);
         setenv("ZREAP_BACKEND", std::string(zreap::to_string(b)).c_str(), 1);

@@ -22,7 +22,7 @@ using zreap::exit_status;
 namespace {
 
 class Contract : public ::testing::TestWithParam<backend> {
-protected:
+  protected:
     void SetUp() override {
         ASSERT_TRUE(zreap::backend_usable(GetParam()))
             << to_string(GetParam()) << " is compiled in but not usable on this machine";
@@ -94,9 +94,12 @@ TEST_P(Contract, ReportsCoreDump) {
     auto lp = make();
     exit_status seen;
     pid_t pid = fork_child([&dir] {
-        struct rlimit r {RLIM_INFINITY, RLIM_INFINITY};
+        struct rlimit r {
+            RLIM_INFINITY, RLIM_INFINITY
+        };
         setrlimit(RLIMIT_CORE, &r);
-        if (chdir(dir) != 0) return 98;
+        if (chdir(dir) != 0)
+            return 98;
         signal(SIGQUIT, SIG_DFL);
         kill(getpid(), SIGQUIT);
         return 99;
@@ -107,7 +110,8 @@ TEST_P(Contract, ReportsCoreDump) {
     EXPECT_EQ(seen.term_signal(), SIGQUIT);
     char pattern[256] = {};
     if (FILE* f = fopen("/proc/sys/kernel/core_pattern", "r")) {
-        if (!fgets(pattern, sizeof pattern, f)) pattern[0] = 0;
+        if (!fgets(pattern, sizeof pattern, f))
+            pattern[0] = 0;
         fclose(f);
     }
     if (pattern[0] && pattern[0] != '|' && pattern[0] != '/') {
@@ -290,7 +294,8 @@ TEST_P(Contract, CallbackRemovesOtherChild) {
         lp.remove(ida);
     });
     ASSERT_TRUE(run_until(lp, [&] { return calls >= 1; }));
-    for (int i = 0; i < 5; ++i) lp.run_once(10ms);
+    for (int i = 0; i < 5; ++i)
+        lp.run_once(10ms);
     EXPECT_EQ(calls, 1) << "a source removed during dispatch was still called";
 }
 
@@ -322,7 +327,8 @@ TEST_P(Contract, LoopsInSeveralThreads) {
                 pid_t pid = exit_now(t);
                 mine.insert(pid);
                 lp.watch_child(pid, [&](const exit_status& s) {
-                    if (!mine.count(s.pid) || s.exit_code() != t) ++wrong;
+                    if (!mine.count(s.pid) || s.exit_code() != t)
+                        ++wrong;
                     ++got;
                 });
             }
@@ -330,7 +336,8 @@ TEST_P(Contract, LoopsInSeveralThreads) {
             total += got;
         });
     }
-    for (auto& t : ts) t.join();
+    for (auto& t : ts)
+        t.join();
     EXPECT_EQ(total.load(), threads * per_thread);
     EXPECT_EQ(wrong.load(), 0);
 }
@@ -346,15 +353,19 @@ TEST_P(Contract, TeardownClosesFdsAndTheyAreCloexec) {
             kids.push_back(std::make_unique<gated_child>());
         }
         auto with_kids = open_fds();
-        for (auto& k : kids) lp.watch_child(k->pid(), [](const exit_status&) {});
+        for (auto& k : kids)
+            lp.watch_child(k->pid(), [](const exit_status&) {});
         lp.run_once(0ms);
         for (int fd : open_fds()) {
-            if (before.count(fd) || with_kids.count(fd)) continue;
+            if (before.count(fd) || with_kids.count(fd))
+                continue;
             int flags = fcntl(fd, F_GETFD);
             EXPECT_TRUE(flags >= 0 && (flags & FD_CLOEXEC)) << "fd " << fd << " lacks FD_CLOEXEC";
         }
-        for (auto& k : kids) k->open();
-        for (auto& k : kids) wait_until_zombie(k->pid());
+        for (auto& k : kids)
+            k->open();
+        for (auto& k : kids)
+            wait_until_zombie(k->pid());
     }
     EXPECT_EQ(open_fds(), before);
     // The exited, still-watched children were reaped by the loop's destructor.
@@ -363,7 +374,8 @@ TEST_P(Contract, TeardownClosesFdsAndTheyAreCloexec) {
 
 TEST_P(Contract, RestoresApplicationHandler) {
     static std::atomic<int> app_calls{0};
-    struct sigaction app {}, old {};
+    struct sigaction app {
+    }, old{};
     app.sa_handler = [](int) { ++app_calls; };
     sigemptyset(&app.sa_mask);
     app.sa_flags = SA_RESTART;
@@ -376,7 +388,8 @@ TEST_P(Contract, RestoresApplicationHandler) {
     }
     struct sigaction now {};
     sigaction(SIGCHLD, nullptr, &now);
-    EXPECT_EQ(now.sa_handler, app.sa_handler) << "the application's SIGCHLD handler was not restored";
+    EXPECT_EQ(now.sa_handler, app.sa_handler)
+        << "the application's SIGCHLD handler was not restored";
     EXPECT_EQ(now.sa_flags & (SA_RESTART | SA_SIGINFO), SA_RESTART);
     sigaction(SIGCHLD, &old, nullptr);
 }
@@ -401,7 +414,8 @@ TEST_P(Contract, IdleLoopDoesNotWakeUp) {
 
 // A SIGCHLD-ignoring process: the signal-driven backends refuse clearly.
 TEST_P(Contract, RefusesWhenSigchldIgnored) {
-    struct sigaction ign {}, old {};
+    struct sigaction ign {
+    }, old{};
     ign.sa_handler = SIG_IGN;
     sigemptyset(&ign.sa_mask);
     ASSERT_EQ(sigaction(SIGCHLD, &ign, &old), 0);

@@ -30,11 +30,15 @@ using clock_type = std::chrono::steady_clock;
 template <typename F>
 pid_t fork_child(F body, int keep_fd = -1) {
     pid_t pid = ::fork();
-    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid < 0)
+        throw std::runtime_error("fork failed");
     if (pid == 0) {
-        if (keep_fd > 3) ::close_range(3, static_cast<unsigned>(keep_fd - 1), 0);
-        if (keep_fd != 3) ::close_range(keep_fd < 3 ? 3u : static_cast<unsigned>(keep_fd + 1), ~0u, 0);
-        else ::close_range(4, ~0u, 0);
+        if (keep_fd > 3)
+            ::close_range(3, static_cast<unsigned>(keep_fd - 1), 0);
+        if (keep_fd != 3)
+            ::close_range(keep_fd < 3 ? 3u : static_cast<unsigned>(keep_fd + 1), ~0u, 0);
+        else
+            ::close_range(4, ~0u, 0);
         // Unblock SIGCHLD and any other signal the test process blocked: the children of
         // the tests behave like ordinary programs.
         sigset_t none;
@@ -53,8 +57,11 @@ inline pid_t exit_now(int code) {
 /// A child that kills itself with @p sig.
 inline pid_t die_by(int sig) {
     return fork_child([sig] {
-        struct rlimit no_core {0, 0};
-        if (sig == SIGABRT || sig == SIGSEGV || sig == SIGQUIT) setrlimit(RLIMIT_CORE, &no_core);
+        struct rlimit no_core {
+            0, 0
+        };
+        if (sig == SIGABRT || sig == SIGSEGV || sig == SIGQUIT)
+            setrlimit(RLIMIT_CORE, &no_core);
         signal(sig, SIG_DFL);
         ::kill(::getpid(), sig);
         return 99;
@@ -64,10 +71,11 @@ inline pid_t die_by(int sig) {
 /// A child that waits until the gate is opened (or closed), then exits with @p code.
 /// The test decides exactly when the exit happens, without sleeping.
 class gated_child {
-public:
+  public:
     explicit gated_child(int code = 0) {
         int fds[2];
-        if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+        if (::pipe2(fds, O_CLOEXEC) != 0)
+            throw std::runtime_error("pipe2 failed");
         int rd = fds[0];
         pid_ = fork_child(
             [rd, code] {
@@ -86,11 +94,12 @@ public:
     pid_t pid() const { return pid_; }
     /// Lets the child exit.
     void open() {
-        if (write_ >= 0) ::close(write_);
+        if (write_ >= 0)
+            ::close(write_);
         write_ = -1;
     }
 
-private:
+  private:
     pid_t pid_ = -1;
     int write_ = -1;
 };
@@ -107,7 +116,8 @@ inline bool run_until(zreap::loop& lp, const std::function<bool()>& done,
                       std::chrono::milliseconds bound = std::chrono::seconds(20)) {
     auto end = clock_type::now() + bound;
     while (!done()) {
-        if (clock_type::now() >= end) return false;
+        if (clock_type::now() >= end)
+            return false;
         lp.run_once(100ms);
     }
     return true;
@@ -117,12 +127,15 @@ inline bool run_until(zreap::loop& lp, const std::function<bool()>& done,
 inline std::set<int> open_fds() {
     std::set<int> fds;
     DIR* d = ::opendir("/proc/self/fd");
-    if (!d) return fds;
+    if (!d)
+        return fds;
     int self = ::dirfd(d);
     while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
+        if (e->d_name[0] == '.')
+            continue;
         int fd = std::atoi(e->d_name);
-        if (fd != self) fds.insert(fd);
+        if (fd != self)
+            fds.insert(fd);
     }
     ::closedir(d);
     return fds;
@@ -131,7 +144,8 @@ inline std::set<int> open_fds() {
 /// Reaps every child of this process that has exited; returns how many.
 inline int reap_leftovers() {
     int n = 0;
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) ++n;
+    while (::waitpid(-1, nullptr, WNOHANG) > 0)
+        ++n;
     return n;
 }
 

@@ -185,7 +185,8 @@ TEST_F(Libev, RefusedBesideAnyOtherLoopAndLeavesItWorking) {
             other.watch_child(child.pid(), [&](const exit_status& s) { seen = s; });
             other.run_once(0ms);
             child.open();
-            EXPECT_TRUE(run_until(other, [&] { return seen.pid != 0; }, 5s));
+            EXPECT_TRUE(run_until(
+                other, [&] { return seen.pid != 0; }, 5s));
             EXPECT_EQ(seen.exit_code(), 7);
         }
         {

@@ -52,7 +52,8 @@ TEST_F(LoopSockets, ReqRepRoundTrip) {
         reply.clear();
         std::string msg = "hello" + std::to_string(i);
         ASSERT_EQ(zmq_send(req, msg.data(), msg.size(), 0), static_cast<int>(msg.size()));
-        ASSERT_TRUE(run_until(lp, [&] { return !reply.empty(); }, 5s));
+        ASSERT_TRUE(run_until(
+            lp, [&] { return !reply.empty(); }, 5s));
         EXPECT_EQ(reply, "re:" + msg);
     }
     EXPECT_EQ(answered, 10);
@@ -70,7 +71,8 @@ TEST_F(LoopSockets, SocketAndChildInOneLoop) {
     bool exited = false;
     lp.add_socket(pull, ZMQ_POLLIN, [&](short) {
         char b[8];
-        while (zmq_recv(pull, b, sizeof b, ZMQ_DONTWAIT) >= 0) ++messages;
+        while (zmq_recv(pull, b, sizeof b, ZMQ_DONTWAIT) >= 0)
+            ++messages;
     });
     gated_child child(4);
     lp.watch_child(child.pid(), [&](const exit_status& s) {
@@ -96,7 +98,8 @@ TEST(LoopFds, PipeReadableAndHangup) {
     zreap::source_id id = lp.add_fd(fds[0], ZMQ_POLLIN, [&](short revents) {
         char buf[16];
         ssize_t n = read(fds[0], buf, sizeof buf);
-        if (n > 0) got.append(buf, static_cast<size_t>(n));
+        if (n > 0)
+            got.append(buf, static_cast<size_t>(n));
         if (n == 0 || (revents & ZMQ_POLLERR)) {
             hup = true;
             lp.remove(id);
@@ -128,7 +131,8 @@ TEST(LoopTimers, OneShotAndPeriodic) {
         once_at = clock_type::now();
     });
     zreap::source_id tick = lp.add_timer(10ms, 10ms, [&] { ++periodic; });
-    ASSERT_TRUE(run_until(lp, [&] { return once == 1 && periodic >= 5; }, 10s));
+    ASSERT_TRUE(run_until(
+        lp, [&] { return once == 1 && periodic >= 5; }, 10s));
     EXPECT_GE(once_at - start, 50ms) << "one-shot timer fired early";
     lp.remove(tick);
     int after = periodic;
@@ -169,7 +173,8 @@ TEST(LoopDispatch, RemovedSourceIsNotCalledLaterInSameDispatch) {
     EXPECT_EQ(lp.run_once(1s), 1);
     EXPECT_EQ(calls, 1);
     EXPECT_EQ(lp.size(), 0u);
-    for (int fd : {a[0], a[1], b[0], b[1]}) close(fd);
+    for (int fd : {a[0], a[1], b[0], b[1]})
+        close(fd);
 }
 
 TEST(LoopDispatch, CallbackRemovesEverythingAndStops) {
@@ -179,7 +184,8 @@ TEST(LoopDispatch, CallbackRemovesEverythingAndStops) {
     ids.push_back(lp.watch_child(child.pid(), [](const exit_status&) {}));
     ids.push_back(lp.add_timer(1h, 0ms, [] {}));
     ids.push_back(lp.add_timer(1ms, 0ms, [&] {
-        for (auto id : ids) lp.remove(id);
+        for (auto id : ids)
+            lp.remove(id);
         lp.stop();
     }));
     lp.run();
@@ -229,7 +235,8 @@ TEST(LoopExceptions, ThrowFromRunPropagates) {
 
 // EINTR from zmq_poll is "go round again", never an error or the end of run_once's wait.
 TEST(LoopSignals, EintrStormDoesNotEndTheWait) {
-    struct sigaction sa {}, old {};
+    struct sigaction sa {
+    }, old{};
     sa.sa_handler = [](int) {};
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;  // no SA_RESTART: every signal interrupts poll

@@ -6,11 +6,11 @@
 // Kernel: pidfd_open 5.3, waitid(P_PIDFD) 5.4. glibc 2.36's <sys/pidfd.h> lacks an
 // extern "C" guard, so the system call is made directly.
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <fcntl.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -31,16 +31,18 @@ int sys_pidfd_open(pid_t pid, unsigned flags) noexcept {
 
 int waitid_pidfd(int pidfd, siginfo_t* si, int options) noexcept {
     int rc;
-    while ((rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), si, options)) < 0 &&
+    while ((rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), si, options)) <
+               0 &&
            errno == EINTR) {
     }
     return rc;
 }
 
 class pidfd_watcher final : public child_watcher {
-public:
+  public:
     pidfd_watcher() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
-        if (!epoll_) throw_errno("zreap pidfd backend: epoll_create1");
+        if (!epoll_)
+            throw_errno("zreap pidfd backend: epoll_create1");
     }
 
     int wake_fd() const noexcept override { return epoll_.get(); }
@@ -53,7 +55,8 @@ public:
         // recycled in between unless other code reaps children it does not own.
         entry e{unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0)),
                 pidfd >= 0};
-        if (!e.fd) throw_errno(what + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
+        if (!e.fd)
+            throw_errno(what + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
         epoll_event ev{};
         ev.events = EPOLLIN;
         ev.data.u64 = static_cast<std::uint64_t>(pid);
@@ -64,7 +67,8 @@ public:
 
     void unwatch(pid_t pid) noexcept override {
         auto it = pidfds_.find(pid);
-        if (it == pidfds_.end()) return;
+        if (it == pidfds_.end())
+            return;
         ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
         pidfds_.erase(it);
     }
@@ -78,23 +82,27 @@ public:
     }
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
-        if (!r.woken && !more_) return false;
+        if (!r.woken && !more_)
+            return false;
         epoll_event evs[256];
         int cap = static_cast<int>(std::min<std::size_t>(max, 256));
         int n;
         while ((n = ::epoll_wait(epoll_.get(), evs, cap, 0)) < 0 && errno == EINTR) {
         }
-        if (n < 0) throw_errno("zreap pidfd backend: epoll_wait");
+        if (n < 0)
+            throw_errno("zreap pidfd backend: epoll_wait");
         for (int i = 0; i < n; ++i) {
             pid_t pid = static_cast<pid_t>(evs[i].data.u64);
             auto it = pidfds_.find(pid);
-            if (it == pidfds_.end()) continue;
+            if (it == pidfds_.end())
+                continue;
             siginfo_t si{};
             if (waitid_pidfd(it->second.fd.get(), &si, WEXITED | WNOHANG) < 0) {
                 // ECHILD: something else reaped our child (a waitpid(-1) elsewhere, or
                 // SIGCHLD set to SIG_IGN since). Its status is gone; report that, rather
                 // than never report the exit at all.
-                if (errno != ECHILD) throw_errno("zreap pidfd backend: waitid(P_PIDFD)");
+                if (errno != ECHILD)
+                    throw_errno("zreap pidfd backend: waitid(P_PIDFD)");
                 retire(std::move(it->second));
                 pidfds_.erase(it);
                 out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
@@ -111,7 +119,7 @@ public:
         return more_;
     }
 
-private:
+  private:
     struct entry {
         unique_fd fd;
         bool shared;  // a dup of the caller's pidfd: closing ours leaves it in the epoll set
@@ -127,7 +135,8 @@ private:
 
     void flush_retired() noexcept {
         for (entry& e : retired_)
-            if (e.shared) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.fd.get(), nullptr);
+            if (e.shared)
+                ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.fd.get(), nullptr);
         retired_.clear();
     }
 
@@ -143,10 +152,12 @@ bool pidfd_usable() noexcept {
     unique_fd self(sys_pidfd_open(::getpid(), 0));
     // A full fd table says nothing about the kernel or a filter: report usable, so that
     // the loop fails with the real EMFILE instead of "not usable" (or a silent fallback).
-    if (!self) return errno == EMFILE || errno == ENFILE;
+    if (!self)
+        return errno == EMFILE || errno == ENFILE;
     siginfo_t si{};
     // We are not our own child: a kernel with P_PIDFD says ECHILD, one without says EINVAL.
-    if (waitid_pidfd(self.get(), &si, WEXITED | WNOHANG) == 0 || errno != ECHILD) return false;
+    if (waitid_pidfd(self.get(), &si, WEXITED | WNOHANG) == 0 || errno != ECHILD)
+        return false;
     unique_fd ep(::epoll_create1(EPOLL_CLOEXEC));
     return static_cast<bool>(ep);
 }
@@ -157,7 +168,7 @@ std::unique_ptr<child_watcher> make_pidfd_watcher(const loop_options&) {
 
 }  // namespace
 
-extern const backend_entry pidfd_backend_entry{
-    backend::pidfd, backend_capabilities(backend::pidfd), pidfd_usable, make_pidfd_watcher};
+extern const backend_entry pidfd_backend_entry{backend::pidfd, backend_capabilities(backend::pidfd),
+                                               pidfd_usable, make_pidfd_watcher};
 
 }  // namespace zreap::detail

@@ -27,7 +27,7 @@ namespace {
 constexpr const char* who = "zreap selfpipe backend";
 
 class selfpipe_watcher final : public child_watcher {
-public:
+  public:
     selfpipe_watcher() : pipe_(make_nonblocking_pipe(who)) {
         slot_ = sigchld_subscribe_pipe(pipe_.write.get(), who);
     }
@@ -42,18 +42,21 @@ public:
     bool wants_immediate_poll() noexcept override { return reaper_.has_hints(); }
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
-        if (r.woken) drain();
+        if (r.woken)
+            drain();
         return reaper_.reap(r.woken, out, max);
     }
 
-private:
+  private:
     // Drained before reaping: a SIGCHLD after the drain re-arms the pipe.
     void drain() {
         pid_t buf[512];
         for (;;) {
             ssize_t n = ::read(pipe_.read.get(), buf, sizeof buf);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;  // EAGAIN: drained
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;  // EAGAIN: drained
             for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(pid_t)); ++i)
                 reaper_.hint(buf[i]);
         }
@@ -64,7 +67,9 @@ private:
     pid_reaper reaper_{who};
 };
 
-bool selfpipe_usable() noexcept { return sigchld_disposition_problem() == nullptr; }
+bool selfpipe_usable() noexcept {
+    return sigchld_disposition_problem() == nullptr;
+}
 
 std::unique_ptr<child_watcher> make_selfpipe_watcher(const loop_options&) {
     return std::make_unique<selfpipe_watcher>();
@@ -72,8 +77,8 @@ std::unique_ptr<child_watcher> make_selfpipe_watcher(const loop_options&) {
 
 }  // namespace
 
-extern const backend_entry selfpipe_backend_entry{
-    backend::selfpipe, backend_capabilities(backend::selfpipe), selfpipe_usable,
-    make_selfpipe_watcher};
+extern const backend_entry selfpipe_backend_entry{backend::selfpipe,
+                                                  backend_capabilities(backend::selfpipe),
+                                                  selfpipe_usable, make_selfpipe_watcher};
 
 }  // namespace zreap::detail

@@ -35,8 +35,8 @@
 #include "core/error.hpp"
 #include "core/reaper.hpp"
 #include "core/sigchld_hub.hpp"
-#include "sigchld_mask_linux.hpp"
 #include "core/unique_fd.hpp"
+#include "sigchld_mask_linux.hpp"
 
 namespace zreap::detail {
 

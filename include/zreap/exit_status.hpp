@@ -3,9 +3,9 @@
 /// @file
 /// How a child ended.
 
-#include <string>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <string>
 
 namespace zreap {
 

@@ -3,13 +3,13 @@
 /// @file
 /// One event loop on top of zmq_poll(): zmq sockets, plain fds, timers and child exits.
 
+#include <sys/types.h>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <sys/types.h>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -68,7 +68,7 @@ struct watch_options {
 /// later in the same dispatch. An exception thrown by a callback propagates out of run()
 /// or run_once(); the loop stays usable and no reaped exit is lost.
 class loop {
-public:
+  public:
     /// Uses default_backend(). Throws std::system_error (see below).
     loop();
     /// Uses @p b. Throws std::system_error if @p b is not compiled in or not usable here,
@@ -142,7 +142,7 @@ public:
 
     struct impl;
 
-private:
+  private:
     std::unique_ptr<impl> impl_;
 };
 

@@ -64,9 +64,9 @@ struct spawn_options {
 
     /// Which process group and session the child joins.
     enum class group_mode {
-        inherit,        ///< the parent's process group and session
-        new_group,      ///< setpgid(0, 0): its own process group (signal it with -pid)
-        new_session,    ///< setsid(): its own session and process group
+        inherit,      ///< the parent's process group and session
+        new_group,    ///< setpgid(0, 0): its own process group (signal it with -pid)
+        new_session,  ///< setsid(): its own session and process group
     };
     /// The child's process group and session.
     group_mode group = group_mode::inherit;
@@ -76,7 +76,7 @@ struct spawn_options {
 /// pipe ends that the caller has not taken, and nothing else: the loop still reports the
 /// exit to the callback given to spawn().
 class child {
-public:
+  public:
     child() noexcept;
     ~child();
     /// Moves the handle; the moved-from child is empty.
@@ -125,7 +125,7 @@ public:
 
     struct state;
 
-private:
+  private:
     explicit child(std::shared_ptr<state> s) noexcept;
     std::shared_ptr<state> s_;
     friend child spawn(loop&, const spawn_options&, std::function<void(const exit_status&)>);
@@ -139,6 +139,7 @@ private:
 /// Throws std::system_error: the exec error (ENOENT, EACCES, ENOEXEC, ...) for a program
 /// that cannot be run, EAGAIN when the process limit is reached, EMFILE, and the like;
 /// nothing is left behind when it throws.
-child spawn(loop& lp, const spawn_options& options, std::function<void(const exit_status&)> on_exit);
+child spawn(loop& lp, const spawn_options& options,
+            std::function<void(const exit_status&)> on_exit);
 
 }  // namespace zreap
