@@ -364,7 +364,10 @@ void load(std::unique_ptr<runner>& r, const params& p, const std::string& helper
         }
         if (zmq_msg_size(&m) == 1 && *static_cast<char*>(zmq_msg_data(&m)) == 'q')
             quit = true;
-        zmq_msg_send(&m, rep, 0);
+        // SIGCHLD (a handler backend or peer) can interrupt a blocking zmq call: an unsent
+        // reply would wedge REP, so send again on EINTR.
+        while (zmq_msg_send(&m, rep, 0) < 0 && zmq_errno() == EINTR) {
+        }
         return true;
     };
 
@@ -373,11 +376,21 @@ void load(std::unique_ptr<runner>& r, const params& p, const std::string& helper
     std::thread client([&] {
         void* req = zmq_socket(ctx, ZMQ_REQ);
         zmq_connect(req, "inproc://zreap-bench-load");
+        // This thread may take a SIGCHLD too: every blocking call is made again on EINTR,
+        // or REQ would be left between its send and its receive.
+        auto send = [&](const char* what) {
+            while (zmq_send(req, what, 1, 0) < 0 && zmq_errno() == EINTR) {
+            }
+        };
+        auto recv = [&] {
+            char b[8];
+            while (zmq_recv(req, b, sizeof b, 0) < 0 && zmq_errno() == EINTR) {
+            }
+        };
         auto rtt = [&] {
             std::int64_t t0 = now_ns();
-            char b[8];
-            zmq_send(req, "x", 1, 0);
-            zmq_recv(req, b, sizeof b, 0);
+            send("x");
+            recv();
             return now_ns() - t0;
         };
         for (int i = 0; i < p.load_warmup; ++i)
@@ -387,9 +400,8 @@ void load(std::unique_ptr<runner>& r, const params& p, const std::string& helper
         while (!all_reaped && storm.size() < 1'000'000)
             storm.push_back(rtt());
         storm_ns = now_ns() - s0;
-        char b[8];
-        zmq_send(req, "q", 1, 0);
-        zmq_recv(req, b, sizeof b, 0);
+        send("q");
+        recv();
         zmq_close(req);
     });
 
