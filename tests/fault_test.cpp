@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -714,24 +715,40 @@ TEST_P(Fault, ExitStormKeepsRequestsFlowing) {
     opts.which = GetParam();
     if (const char* v = std::getenv("ZREAP_TEST_STORM_BATCH"))
         opts.max_exits_per_iteration = std::atoi(v);
-    zreap::loop lp(opts);
+    std::optional<zreap::loop> lp;
     gated_group kids;
     std::map<pid_t, int> got;
     int calls = 0;
-    for (int i = 0; i < children; ++i) {
-        pid_t pid = kids.add(i % 256);
-        lp.watch_child(pid, [&](const exit_status& s) {
-            ++calls;
-            got[s.pid] = s.exit_code();
-            auto until = clock_type::now() + work_per_exit;
-            while (clock_type::now() < until) {
-            }
-        });
+    try {
+        lp.emplace(opts);
+        for (int i = 0; i < children; ++i) {
+            pid_t pid = kids.add(i % 256);
+            lp->watch_child(pid, [&](const exit_status& s) {
+                ++calls;
+                got[s.pid] = s.exit_code();
+                auto until = clock_type::now() + work_per_exit;
+                while (clock_type::now() < until) {
+                }
+            });
+        }
+    } catch (const std::system_error& e) {
+        // A backend that needs SIGCHLD blocked in every thread refuses when a thread it did
+        // not make leaves it unblocked: under ASan the sanitizer's own background thread,
+        // started before the loop, does (seen in CI). That clear refusal is the contract.
+        zmq_close(rep);
+        zmq_ctx_term(ctx);
+        ASSERT_TRUE(zreap::backend_capabilities(GetParam()).needs_sigchld_blocked) << e.what();
+        EXPECT_NE(std::string(e.what()).find("leaves SIGCHLD unblocked"), std::string::npos)
+            << e.what();
+        return;
     }
-    lp.add_socket(rep, ZMQ_POLLIN, [&](short) {
+    lp->add_socket(rep, ZMQ_POLLIN, [&](short) {
         char buf[16];
-        while (zmq_recv(rep, buf, sizeof buf, ZMQ_DONTWAIT) >= 0)
-            zmq_send(rep, buf, 1, 0);
+        while (zmq_recv(rep, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {
+            // A SIGCHLD handler backend's signal can interrupt this blocking send.
+            while (zmq_send(rep, buf, 1, 0) < 0 && zmq_errno() == EINTR) {
+            }
+        }
     });
 
     std::atomic<bool> done{false};
@@ -765,21 +782,21 @@ TEST_P(Fault, ExitStormKeepsRequestsFlowing) {
     });
 
     ASSERT_TRUE(run_until(
-        lp, [&] { return requests >= 20; }, 20s));
+        *lp, [&] { return requests >= 20; }, 20s));
     int before_storm = requests;
     kids.open();
     auto storm_start = clock_type::now();
     bool all = run_until(
-        lp, [&] { return calls == children; }, 120s);
+        *lp, [&] { return calls == children; }, 120s);
     auto storm_time = clock_type::now() - storm_start;
     int during = requests - before_storm;
     // A few more round trips after the storm, then stop the client.
     int target = requests + 5;
     run_until(
-        lp, [&] { return requests >= target; }, 10s);
+        *lp, [&] { return requests >= target; }, 10s);
     done = true;
     run_until(
-        lp, [&] { return false; }, 200ms);  // answer the client's last request
+        *lp, [&] { return false; }, 200ms);  // answer the client's last request
     client.join();
     zmq_close(rep);
     zmq_ctx_term(ctx);
