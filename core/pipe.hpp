@@ -1,5 +1,10 @@
 #pragma once
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+
 #include "unique_fd.hpp"
 
 namespace zreap::detail {
@@ -12,6 +17,25 @@ struct pipe_pair {
 /// A pipe with both ends close-on-exec and non-blocking (pipe2 where the libc has it,
 /// pipe + fcntl elsewhere). Throws std::system_error naming @p who.
 pipe_pair make_nonblocking_pipe(const char* who);
+
+/// Reads the non-blocking @p fd into @p buf until nothing is left, retrying on EINTR and
+/// handing the byte count of each read to @p got. Returns 0 once drained (EAGAIN or end of
+/// file), or the errno of a read that failed otherwise. The wake fds of the signal-driven
+/// backends are drained this way before reaping, so that a signal after the drain re-arms
+/// them and nothing is lost.
+template <typename F>
+int drain_fd(int fd, void* buf, std::size_t size, F got) {
+    for (;;) {
+        ssize_t n = ::read(fd, buf, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno;
+        if (n == 0)
+            return 0;
+        got(static_cast<std::size_t>(n));
+    }
+}
 
 /// Sets O_NONBLOCK and FD_CLOEXEC on @p fd; false with errno on failure.
 bool set_nonblock_cloexec(int fd) noexcept;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend_fixture.hpp"
 #include "helpers.hpp"
 
 using namespace zreap_test;
@@ -21,30 +22,7 @@ using zreap::exit_status;
 
 namespace {
 
-class Contract : public ::testing::TestWithParam<backend> {
-  protected:
-    void SetUp() override {
-        ASSERT_TRUE(zreap::backend_usable(GetParam()))
-            << to_string(GetParam()) << " is compiled in but not usable on this machine";
-        sigprocmask(SIG_SETMASK, nullptr, &mask_before_);
-        sigaction(SIGCHLD, nullptr, &chld_before_);
-    }
-    void TearDown() override {
-        reap_leftovers();
-        sigset_t now;
-        sigprocmask(SIG_SETMASK, nullptr, &now);
-        for (int s = 1; s < NSIG; ++s)
-            EXPECT_EQ(sigismember(&now, s), sigismember(&mask_before_, s)) << "signal " << s;
-        struct sigaction sa {};
-        sigaction(SIGCHLD, nullptr, &sa);
-        EXPECT_EQ(sa.sa_handler, chld_before_.sa_handler) << "SIGCHLD disposition not restored";
-    }
-    zreap::loop make() { return zreap::loop(GetParam()); }
-    zreap::capabilities caps() const { return zreap::backend_capabilities(GetParam()); }
-
-    sigset_t mask_before_{};
-    struct sigaction chld_before_ {};
-};
+class Contract : public backend_contract_test {};
 
 // 1. Every exit reported exactly once with the right code, signal and core flag.
 TEST_P(Contract, ReportsExitCodes) {
@@ -437,11 +415,7 @@ TEST_P(Contract, RefusesWhenSigchldIgnored) {
     }
 }
 
-std::string param_name(const ::testing::TestParamInfo<backend>& info) {
-    return std::string(zreap::to_string(info.param));
-}
-
 }  // namespace
 
 INSTANTIATE_TEST_SUITE_P(Backends, Contract, ::testing::ValuesIn(zreap::compiled_backends()),
-                         param_name);
+                         backend_param_name);

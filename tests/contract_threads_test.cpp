@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend_fixture.hpp"
 #include "helpers.hpp"
 
 using namespace zreap_test;
@@ -30,29 +31,7 @@ using zreap::exit_status;
 
 namespace {
 
-class ContractThreads : public ::testing::TestWithParam<backend> {
-  protected:
-    void SetUp() override {
-        ASSERT_TRUE(zreap::backend_usable(GetParam()))
-            << to_string(GetParam()) << " is compiled in but not usable on this machine";
-        sigprocmask(SIG_SETMASK, nullptr, &mask_before_);
-        sigaction(SIGCHLD, nullptr, &chld_before_);
-    }
-    void TearDown() override {
-        reap_leftovers();
-        sigset_t now;
-        sigprocmask(SIG_SETMASK, nullptr, &now);
-        for (int s = 1; s < NSIG; ++s)
-            EXPECT_EQ(sigismember(&now, s), sigismember(&mask_before_, s)) << "signal " << s;
-        struct sigaction sa {};
-        sigaction(SIGCHLD, nullptr, &sa);
-        EXPECT_EQ(sa.sa_handler, chld_before_.sa_handler) << "SIGCHLD disposition not restored";
-    }
-    zreap::capabilities caps() const { return zreap::backend_capabilities(GetParam()); }
-
-    sigset_t mask_before_{};
-    struct sigaction chld_before_ {};
-};
+class ContractThreads : public backend_contract_test {};
 
 // A thread of the application that leaves SIGCHLD unblocked and forks children on request,
 // so that the kernel aims those children's SIGCHLD at it first (it is their parent).
@@ -442,11 +421,7 @@ TEST_P(ContractThreads, CoexistsWithOtherBackends) {
     }
 }
 
-std::string param_name(const ::testing::TestParamInfo<backend>& info) {
-    return std::string(zreap::to_string(info.param));
-}
-
 }  // namespace
 
 INSTANTIATE_TEST_SUITE_P(Backends, ContractThreads, ::testing::ValuesIn(zreap::compiled_backends()),
-                         param_name);
+                         backend_param_name);

@@ -36,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend_fixture.hpp"
 #include "helpers.hpp"
 
 using namespace zreap_test;
@@ -424,11 +425,7 @@ TEST_P(ContractWakeup, NonPositiveWakeupCap) {
     }
 }
 
-std::string param_name(const ::testing::TestParamInfo<backend>& info) {
-    return std::string(zreap::to_string(info.param));
-}
-
 }  // namespace
 
 INSTANTIATE_TEST_SUITE_P(Backends, ContractWakeup, ::testing::ValuesIn(zreap::compiled_backends()),
-                         param_name);
+                         backend_param_name);

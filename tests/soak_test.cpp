@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "backend_fixture.hpp"
 #include "helpers.hpp"
 
 using namespace zreap_test;
@@ -206,11 +207,7 @@ TEST_P(Soak, RandomLifetimesCodesAndKills) {
     EXPECT_EQ(open_fds(), fds_before) << "fds left open after the loop was destroyed";
 }
 
-std::string param_name(const ::testing::TestParamInfo<backend>& info) {
-    return std::string(zreap::to_string(info.param));
-}
-
 INSTANTIATE_TEST_SUITE_P(Backends, Soak, ::testing::ValuesIn(zreap::compiled_backends()),
-                         param_name);
+                         backend_param_name);
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <system_error>
 #include <vector>
 
+#include "backend_fixture.hpp"
 #include "helpers.hpp"
 
 #if ZREAP_TEST_SECCOMP
@@ -676,11 +677,7 @@ TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
 }
 #endif
 
-std::string param_name(const ::testing::TestParamInfo<backend>& info) {
-    return std::string(to_string(info.param));
-}
-
 }  // namespace
 
 INSTANTIATE_TEST_SUITE_P(Backends, Spawn, ::testing::ValuesIn(zreap::compiled_backends()),
-                         param_name);
+                         backend_param_name);

@@ -182,13 +182,7 @@ class libev_watcher final : public child_watcher {
 
     void drain() noexcept {
         char buf[512];
-        for (;;) {
-            ssize_t n = ::read(pipe_.read.get(), buf, sizeof buf);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;  // EAGAIN: drained
-        }
+        drain_fd(pipe_.read.get(), buf, sizeof buf, [](std::size_t) {});
     }
 
     // ev_loop_destroy() closes libev's fds and stops its SIGCHLD watcher, which resets

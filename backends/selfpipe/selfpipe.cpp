@@ -51,15 +51,11 @@ class selfpipe_watcher final : public child_watcher {
     // Drained before reaping: a SIGCHLD after the drain re-arms the pipe.
     void drain() {
         pid_t buf[512];
-        for (;;) {
-            ssize_t n = ::read(pipe_.read.get(), buf, sizeof buf);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;  // EAGAIN: drained
-            for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(pid_t)); ++i)
+        // A read error other than EAGAIN leaves the pipe as it is: the peek still runs.
+        drain_fd(pipe_.read.get(), buf, sizeof buf, [&](std::size_t n) {
+            for (std::size_t i = 0; i < n / sizeof(pid_t); ++i)
                 reaper_.hint(buf[i]);
-        }
+        });
     }
 
     pipe_pair pipe_;

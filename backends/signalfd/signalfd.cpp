@@ -33,6 +33,7 @@
 
 #include "core/child_watcher.hpp"
 #include "core/error.hpp"
+#include "core/pipe.hpp"
 #include "core/reaper.hpp"
 #include "core/sigchld_hub.hpp"
 #include "core/unique_fd.hpp"
@@ -94,20 +95,13 @@ class signalfd_watcher final : public child_watcher {
   private:
     void drain() {
         signalfd_siginfo buf[16];  // 128 bytes each; a read needs room for at least one
-        for (;;) {
-            ssize_t n = ::read(fd_.get(), buf, sizeof buf);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && errno == EAGAIN)
-                return;
-            if (n < 0)
-                throw_errno(std::string(who) + ": read(signalfd)");
-            if (n == 0)
-                return;
-            for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(signalfd_siginfo)); ++i)
+        int err = drain_fd(fd_.get(), buf, sizeof buf, [&](std::size_t n) {
+            for (std::size_t i = 0; i < n / sizeof(signalfd_siginfo); ++i)
                 if (buf[i].ssi_signo == SIGCHLD)
                     reaper_.hint(static_cast<pid_t>(buf[i].ssi_pid));
-        }
+        });
+        if (err != 0)
+            throw_errno(err, std::string(who) + ": read(signalfd)");
     }
 
     signalfd_reservation reservation_;
