@@ -9,8 +9,8 @@
 // One loop iteration, as the loop drives it:
 //
 //     timeout = wants_immediate_poll() ? 0 : min(user timeout, timers, max_wait_ms())
-//     zmq_poll(items incl. wake_fd(), timeout)          -- may return EINTR
-//     reap({woken, interrupted}, out, max)              -- after every return of zmq_poll
+//     zmq_poll(items incl. wake_fd(), direct_fds(), timeout)   -- may return EINTR
+//     reap({woken, interrupted, direct_revents}, out, max)     -- after every return
 //     dispatch fds and sockets, then the exits in `out`, then timers
 //
 // watch() and unwatch() come between iterations, from user code or callbacks.
@@ -35,6 +35,9 @@ struct poll_result {
     bool woken = false;
     /// zmq_poll returned -1 with EINTR: a signal handler ran on the loop's thread.
     bool interrupted = false;
+    /// The revents of the watcher's direct fds, one per entry of direct_fds() in the same
+    /// order (0 for an unused entry), or nullptr if the watcher has none.
+    const short* direct_revents = nullptr;
 };
 
 class child_watcher {
@@ -44,6 +47,18 @@ class child_watcher {
     /// The fd the loop polls for ZMQ_POLLIN, or -1 if the backend has none (sigaction).
     /// Constant for the watcher's life; the watcher owns it and it is close-on-exec.
     virtual int wake_fd() const noexcept = 0;
+
+    /// Entries the watcher may put in the poll set beside wake_fd(), each polled for
+    /// ZMQ_POLLIN and reported to reap() with its own revents. Constant for the watcher's
+    /// life; 0 if it has none.
+    virtual std::size_t direct_slots() const noexcept { return 0; }
+
+    /// direct_slots() fds, -1 for an unused entry (poll() skips negative fds). The watcher
+    /// may change the entries in watch(), unwatch() and reap(); the loop reads them right
+    /// before every poll, so an fd in it must stay open until the watcher takes it out.
+    /// It lets a backend wait on a few fds directly instead of through wake_fd() (the
+    /// pidfd backend: one fewer system call per exit than epoll).
+    virtual const int* direct_fds() const noexcept { return nullptr; }
 
     /// The longest the loop may block in one zmq_poll call, in ms, or -1 for no limit.
     /// Only a backend that can lose a wakeup returns a limit.

@@ -1,6 +1,12 @@
 // The loop: one zmq_poll() over zmq sockets, plain fds and the backend's wake fd, plus a
 // timer queue and the queue of reaped exits waiting for their callbacks.
+//
+// When the poll set holds no zmq socket, the loop calls poll() itself instead of zmq_poll:
+// zmq_poll always polls once with timeout 0 before it blocks (libzmq 4.3.4, to learn the
+// sockets' state first), which is a wasted system call per blocking wait when there are
+// no sockets to learn about.
 
+#include <poll.h>
 #include <sys/ioctl.h>
 #if !defined(FIONREAD) && __has_include(<sys/filio.h>)
 #include <sys/filio.h>  // illumos and Solaris define FIONREAD here
@@ -83,11 +89,19 @@ struct loop::impl {
     std::unordered_map<pid_t, source_id> children;  // watched, not yet reaped
     std::multimap<clock::time_point, source_id> timers;
 
-    // The zmq_poll set: item 0 is the watcher's wake fd when it has one. Rebuilt only when
-    // the set of io sources changes (zmq_poll allocates per call above 16 items otherwise).
+    // The poll set: the watcher's wake fd when it has one, then its direct fds (a fixed
+    // number of entries, refreshed before every poll), then the io sources. Rebuilt only
+    // when the set of io sources changes (zmq_poll allocates per call above 16 items
+    // otherwise). pfds mirrors items for the socket-free case, where poll() is called
+    // directly.
     std::vector<zmq_pollitem_t> items;
+    std::vector<pollfd> pfds;
     std::vector<source_id> item_ids;
+    std::size_t first_direct_item = 0;
+    std::size_t direct_n = 0;
     std::size_t first_io_item = 0;
+    std::vector<short> direct_revents;
+    bool has_sockets = false;
     bool items_dirty = true;
 
     std::deque<pending_exit> pending;  // reaped, callback not run yet
@@ -112,6 +126,8 @@ struct loop::impl {
         }
         if (opts.max_exits_per_iteration == 0)
             opts.max_exits_per_iteration = 1;
+        direct_n = watcher->direct_slots();
+        direct_revents.assign(direct_n, 0);
     }
 
     ~impl() {
@@ -143,14 +159,71 @@ struct loop::impl {
             items.push_back(zmq_pollitem_t{nullptr, wfd, ZMQ_POLLIN, 0});
             item_ids.push_back(0);
         }
+        first_direct_item = items.size();
+        for (std::size_t i = 0; i < direct_n; ++i) {
+            items.push_back(zmq_pollitem_t{nullptr, -1, ZMQ_POLLIN, 0});
+            item_ids.push_back(0);
+        }
         first_io_item = items.size();
+        has_sockets = false;
         for (auto& [sid, s] : sources) {
             if (s.k != kind::io)
                 continue;
             items.push_back(zmq_pollitem_t{s.socket, s.fd, s.events, 0});
             item_ids.push_back(sid);
+            has_sockets = has_sockets || s.socket != nullptr;
+        }
+        pfds.clear();
+        for (const zmq_pollitem_t& item : items) {
+            short ev = 0;
+            if (item.events & ZMQ_POLLIN)
+                ev |= POLLIN;
+            if (item.events & ZMQ_POLLOUT)
+                ev |= POLLOUT;
+            if (item.events & ZMQ_POLLPRI)
+                ev |= POLLPRI;
+            pfds.push_back(pollfd{item.fd, ev, 0});
         }
         items_dirty = false;
+    }
+
+    // One wait on the whole set: zmq_poll if there are sockets, poll() otherwise, with
+    // zmq_poll's meaning of revents either way. Returns -1 with @p err set on failure.
+    int poll_items(int wait, int& err) {
+        const int* dfds = watcher->direct_fds();
+        for (std::size_t i = 0; i < direct_n; ++i) {
+            items[first_direct_item + i].fd = dfds[i];
+            pfds[first_direct_item + i].fd = dfds[i];
+        }
+        if (has_sockets) {
+            for (auto& item : items)
+                item.revents = 0;
+            int rc = zmq_poll(items.data(), static_cast<int>(items.size()), wait);
+            if (rc < 0)
+                err = zmq_errno();
+            return rc;
+        }
+        int rc = ::poll(pfds.data(), static_cast<nfds_t>(pfds.size()), wait);
+        if (rc < 0) {
+            err = errno;
+            for (auto& item : items)
+                item.revents = 0;
+            return rc;
+        }
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            const short re = pfds[i].revents;
+            short z = 0;
+            if (re & POLLIN)
+                z |= ZMQ_POLLIN;
+            if (re & POLLOUT)
+                z |= ZMQ_POLLOUT;
+            if (re & POLLPRI)
+                z |= ZMQ_POLLPRI;
+            if (re & ~(POLLIN | POLLOUT | POLLPRI))
+                z |= ZMQ_POLLERR;  // POLLERR, POLLHUP, POLLNVAL, as zmq_poll reports them
+            items[i].revents = z;
+        }
+        return rc;
     }
 
     void erase(std::unordered_map<source_id, source>::iterator it) noexcept {
@@ -275,15 +348,13 @@ struct loop::impl {
             clock::time_point now = clock::now();
             int wait = poll_timeout(now, has_deadline, deadline, immediate);
 
-            for (auto& item : items)
-                item.revents = 0;
-            int rc = zmq_poll(items.data(), static_cast<int>(items.size()), wait);
+            int err = 0;
+            int rc = poll_items(wait, err);
             ++stats.polls;
             bool interrupted = false;
             if (rc < 0) {
-                int err = zmq_errno();
                 if (err != EINTR)
-                    detail::throw_errno(err, "zreap: zmq_poll");
+                    detail::throw_errno(err, has_sockets ? "zreap: zmq_poll" : "zreap: poll");
                 interrupted = true;
                 ++stats.interrupted;
             }
@@ -291,8 +362,15 @@ struct loop::impl {
             detail::poll_result r;
             r.interrupted = interrupted;
             ready.clear();
+            bool direct_ready = false;
+            for (std::size_t i = 0; i < direct_n; ++i) {
+                direct_revents[i] = items[first_direct_item + i].revents;
+                direct_ready = direct_ready || direct_revents[i] != 0;
+            }
+            if (direct_n > 0)
+                r.direct_revents = direct_revents.data();
             if (!interrupted) {
-                if (first_io_item > 0 && items[0].revents)
+                if (first_direct_item > 0 && items[0].revents)
                     r.woken = true;
                 for (std::size_t i = first_io_item; i < items.size(); ++i)
                     if (items[i].revents)
@@ -323,7 +401,7 @@ struct loop::impl {
             n += dispatch_timers(clock::now());
             if (n > 0)
                 return n;
-            if (!interrupted && !deferred && !immediate && !r.woken)
+            if (!interrupted && !deferred && !immediate && !r.woken && !direct_ready)
                 ++stats.idle_wakeups;
             if (stop_requested)
                 return 0;

@@ -2,6 +2,7 @@
 // Written once and run for every compiled backend; where a backend differs for real, the
 // test asserts the capability it declares instead of skipping.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <atomic>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -233,6 +235,113 @@ TEST_P(Contract, RemoveBeforeExit) {
         ASSERT_EQ(waitpid(removed.pid(), &status, 0), removed.pid());
         EXPECT_EQ(WEXITSTATUS(status), 9);
     }
+}
+
+// 7b. The same with many children, where a backend may keep some in one structure and the
+// rest in another (pidfd: a few polled directly, the others in an epoll set): removing any
+// of them silences exactly that one, and the loop does not wake up for it afterwards.
+TEST_P(Contract, RemoveSomeOfManyBeforeExit) {
+    auto lp = make();
+    constexpr int n = 12;
+    std::vector<std::unique_ptr<gated_child>> kids;
+    std::vector<zreap::source_id> ids;
+    std::map<pid_t, int> got;
+    for (int i = 0; i < n; ++i) {
+        kids.push_back(std::make_unique<gated_child>(20 + i));
+        ids.push_back(
+            lp.watch_child(kids.back()->pid(), [&](const exit_status& s) { ++got[s.pid]; }));
+    }
+    std::map<pid_t, int> expected;
+    for (int i = 0; i < n; ++i) {
+        if (i % 3 == 0)
+            lp.remove(ids[static_cast<std::size_t>(i)]);
+        else
+            expected[kids[static_cast<std::size_t>(i)]->pid()] = 1;
+    }
+    for (auto& k : kids)
+        k->open();
+    for (auto& k : kids)
+        wait_until_zombie(k->pid());
+    ASSERT_TRUE(run_until(lp, [&] { return got.size() == expected.size(); }));
+    gated_child idle;
+    lp.watch_child(idle.pid(), [](const exit_status&) {});
+    lp.run_once(0ms);
+    lp.run_once(0ms);
+    auto before = lp.stats();
+    EXPECT_EQ(lp.run_once(300ms), 0);
+    auto polls = lp.stats().polls - before.polls;
+    if (caps().race_free) {
+        EXPECT_EQ(polls, 1u) << "the loop woke up for a removed child";
+    }
+    EXPECT_EQ(got, expected);
+    if (!caps().reaps_foreign_children) {
+        for (int i = 0; i < n; i += 3) {
+            int status = 0;
+            pid_t pid = kids[static_cast<std::size_t>(i)]->pid();
+            ASSERT_EQ(waitpid(pid, &status, 0), pid);
+            EXPECT_EQ(WEXITSTATUS(status), 20 + i);
+        }
+    }
+}
+
+// 7c. A process forked without exec (a pre-fork worker) inherits copies of the loop's fds
+// and keeps them open while the watched children exit. The loop still reports every exit,
+// and then sleeps: no fd of an exit it has reported may stay readable in its poll set
+// (pidfd: a closed pidfd whose copy lives on stays registered in epoll).
+TEST_P(Contract, ForkedCopiesOfLoopFdsDoNotMakeItSpin) {
+    auto lp = make();
+    constexpr int n = 10;
+    int go[2], hold[2];
+    ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+    std::map<pid_t, int> got;
+    for (int i = 0; i < n; ++i) {
+        int rd = go[0];
+        pid_t pid = fork_child(
+            [rd] {
+                char c;
+                while (read(rd, &c, 1) < 0 && errno == EINTR) {
+                }
+                return 0;
+            },
+            rd);
+        lp.watch_child(pid, [&](const exit_status& s) { ++got[s.pid]; });
+    }
+    close(go[0]);
+    ASSERT_EQ(pipe2(hold, O_CLOEXEC), 0);
+    pid_t holder = fork();
+    ASSERT_GE(holder, 0);
+    if (holder == 0) {
+        // Keeps every fd the parent had, the loop's included, but not the children's gate.
+        close(go[1]);
+        close(hold[1]);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, nullptr);
+        char c;
+        while (read(hold[0], &c, 1) < 0 && errno == EINTR) {
+        }
+        _exit(0);
+    }
+    close(hold[0]);
+    close(go[1]);  // every watched child exits now; the holder lives on
+    ASSERT_TRUE(run_until(lp, [&] { return got.size() == static_cast<std::size_t>(n); }));
+    gated_child idle;
+    lp.watch_child(idle.pid(), [](const exit_status&) {});
+    lp.run_once(0ms);
+    lp.run_once(0ms);
+    auto before = lp.stats();
+    EXPECT_EQ(lp.run_once(300ms), 0);
+    auto polls = lp.stats().polls - before.polls;
+    if (caps().race_free) {
+        EXPECT_EQ(polls, 1u) << "the loop spun on an fd of a reported exit";
+    } else {
+        EXPECT_LE(polls, 300u / 50 + 3);
+    }
+    for (auto& [pid, calls] : got)
+        EXPECT_EQ(calls, 1) << pid;
+    close(hold[1]);
+    int status = 0;
+    EXPECT_EQ(waitpid(holder, &status, 0), holder);
 }
 
 // 8. Callbacks may spawn and watch the next child, remove sources and stop the loop: the

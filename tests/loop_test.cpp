@@ -1,6 +1,7 @@
 // The loop itself: sockets, fds, timers, removal during dispatch, EINTR, exceptions.
 // These do not depend on the backend; they run on the default one.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
@@ -9,6 +10,7 @@
 #include <atomic>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include "helpers.hpp"
 
@@ -111,6 +113,44 @@ TEST(LoopFds, PipeReadableAndHangup) {
     ASSERT_TRUE(run_until(lp, [&] { return hup; }));
     EXPECT_FALSE(lp.contains(id));
     close(fds[0]);
+}
+
+// Without a zmq socket in the set the loop calls poll() itself instead of zmq_poll; an fd
+// source must see the same revents either way: ZMQ_POLLIN for data, ZMQ_POLLERR (with or
+// without ZMQ_POLLIN, as zmq_poll reports POLLHUP) once the writer is gone.
+TEST_F(LoopSockets, FdReventsAreTheSameWithAndWithoutASocket) {
+    auto observe = [&](bool with_socket) {
+        zreap::loop lp;
+        void* pull = nullptr;
+        if (with_socket) {
+            pull = zmq_socket(ctx, ZMQ_PULL);
+            EXPECT_EQ(zmq_bind(pull, "inproc://revents"), 0);
+            lp.add_socket(pull, ZMQ_POLLIN, [](short) {});
+        }
+        int fds[2];
+        EXPECT_EQ(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+        std::vector<short> seen;
+        zreap::source_id id = lp.add_fd(fds[0], ZMQ_POLLIN, [&](short revents) {
+            seen.push_back(revents);
+            char buf[16];
+            if (read(fds[0], buf, sizeof buf) <= 0)
+                lp.remove(id);
+        });
+        EXPECT_EQ(write(fds[1], "abc", 3), 3);
+        EXPECT_TRUE(run_until(lp, [&] { return seen.size() == 1; }));
+        close(fds[1]);
+        EXPECT_TRUE(run_until(lp, [&] { return !lp.contains(id); }));
+        close(fds[0]);
+        if (pull)
+            zmq_close(pull);
+        return seen;
+    };
+    std::vector<short> bare = observe(false);
+    std::vector<short> mixed = observe(true);
+    ASSERT_EQ(bare.size(), 2u);
+    EXPECT_EQ(bare[0], ZMQ_POLLIN);
+    EXPECT_TRUE(bare[1] & ZMQ_POLLERR) << bare[1];
+    EXPECT_EQ(bare, mixed);
 }
 
 TEST(LoopFds, RejectsBadArguments) {

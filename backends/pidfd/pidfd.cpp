@@ -1,7 +1,8 @@
-// pidfd backend: one pidfd per watched child, all of them in one epoll fd, and that epoll
-// fd in the zmq_poll set. A wakeup costs O(ready children), not O(watched children), and
-// nothing here ever touches a child it was not given: waitid(P_PIDFD) reaps exactly one
-// process, and no signal is involved at all.
+// pidfd backend: one pidfd per watched child. The first few (direct_count) are polled
+// directly in the loop's poll set; the rest go into one epoll fd, and that epoll fd is in
+// the poll set. A wakeup costs O(ready children), not O(watched children), and nothing here
+// ever touches a child it was not given: waitid(P_PIDFD) reaps exactly one process, and no
+// signal is involved at all.
 //
 // Kernel: pidfd_open 5.3, waitid(P_PIDFD) 5.4. glibc 2.36's <sys/pidfd.h> lacks an
 // extern "C" guard, so the system call is made directly.
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <iterator>
 #include <string>
 #include <unordered_map>
 
@@ -43,9 +45,12 @@ class pidfd_watcher final : public child_watcher {
     pidfd_watcher() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
         if (!epoll_)
             throw_errno("zreap pidfd backend: epoll_create1");
+        std::fill(std::begin(direct_), std::end(direct_), -1);
     }
 
     int wake_fd() const noexcept override { return epoll_.get(); }
+    std::size_t direct_slots() const noexcept override { return direct_count; }
+    const int* direct_fds() const noexcept override { return direct_; }
 
     void watch(pid_t pid, int pidfd) override {
         const std::string what = "zreap pidfd backend: watch_child(" + std::to_string(pid) + ")";
@@ -53,23 +58,40 @@ class pidfd_watcher final : public child_watcher {
         // very process even if the pid is reused later. Otherwise pidfd_open now; the loop
         // has just checked that pid is our unreaped child, so the pid cannot have been
         // recycled in between unless other code reaps children it does not own.
-        entry e{
-            unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0))};
+        entry e{unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0)),
+                -1};
         if (!e.fd)
             throw_errno(what + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.u64 = static_cast<std::uint64_t>(pid);
-        if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e.fd.get(), &ev) != 0)
-            throw_errno(what + ": epoll_ctl(ADD)");
-        pidfds_.emplace(pid, std::move(e));
+        if (pidfds_.size() < direct_count) {
+            for (int i = 0; i < static_cast<int>(direct_count); ++i) {
+                if (direct_[i] < 0) {
+                    e.slot = i;
+                    break;
+                }
+            }
+        }
+        if (e.slot < 0) {
+            epoll_event ev{};
+            ev.events = EPOLLIN | EPOLLONESHOT;
+            ev.data.u64 = static_cast<std::uint64_t>(pid);
+            if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e.fd.get(), &ev) != 0)
+                throw_errno(what + ": epoll_ctl(ADD)");
+        }
+        auto it = pidfds_.emplace(pid, std::move(e)).first;
+        if (it->second.slot >= 0) {
+            direct_[it->second.slot] = it->second.fd.get();
+            direct_pid_[it->second.slot] = pid;
+        }
     }
 
     void unwatch(pid_t pid) noexcept override {
         auto it = pidfds_.find(pid);
         if (it == pidfds_.end())
             return;
-        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
+        if (it->second.slot >= 0)
+            direct_[it->second.slot] = -1;
+        else
+            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
         pidfds_.erase(it);
     }
 
@@ -78,59 +100,99 @@ class pidfd_watcher final : public child_watcher {
     bool wants_immediate_poll() noexcept override { return false; }
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
-        if (!r.woken && !more_)
-            return false;
+        const std::size_t limit = out.size() + max;
+        bool direct_more = false;
+        if (r.direct_revents) {
+            for (std::size_t i = 0; i < direct_count; ++i) {
+                if (!r.direct_revents[i] || direct_[i] < 0)
+                    continue;
+                if (out.size() >= limit) {
+                    direct_more = true;  // still readable: the next poll returns at once
+                    break;
+                }
+                auto it = pidfds_.find(direct_pid_[i]);
+                if (it != pidfds_.end())
+                    reap_one(it, out);
+            }
+        }
+        if ((!r.woken && !more_) || out.size() >= limit) {
+            more_ = more_ || (r.woken && out.size() >= limit);
+            return more_ || direct_more;
+        }
         epoll_event evs[256];
-        int cap = static_cast<int>(std::min<std::size_t>(max, 256));
+        int cap = static_cast<int>(std::min<std::size_t>(limit - out.size(), 256));
         int n;
         while ((n = ::epoll_wait(epoll_.get(), evs, cap, 0)) < 0 && errno == EINTR) {
         }
         if (n < 0)
             throw_errno("zreap pidfd backend: epoll_wait");
         for (int i = 0; i < n; ++i) {
-            pid_t pid = static_cast<pid_t>(evs[i].data.u64);
-            auto it = pidfds_.find(pid);
-            if (it == pidfds_.end())
-                continue;
-            siginfo_t si{};
-            if (waitid_pidfd(it->second.fd.get(), &si, WEXITED | WNOHANG) < 0) {
-                // ECHILD: something else reaped our child (a waitpid(-1) elsewhere, or
-                // SIGCHLD set to SIG_IGN since). Its status is gone; report that, rather
-                // than never report the exit at all.
-                if (errno != ECHILD)
-                    throw_errno("zreap pidfd backend: waitid(P_PIDFD)");
-                retire(std::move(it->second));
-                pidfds_.erase(it);
-                out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
-                continue;
-            }
-            if (si.si_pid == 0) {
-                continue;  // not exited after all (spurious readiness)
-            }
-            retire(std::move(it->second));
-            pidfds_.erase(it);
-            out.push_back(exit_status::from_siginfo(si));
+            auto it = pidfds_.find(static_cast<pid_t>(evs[i].data.u64));
+            if (it != pidfds_.end())
+                reap_one(it, out);
         }
         more_ = n == cap;
-        return more_;
+        return more_ || direct_more;
     }
 
   private:
+    // Few enough that polling them costs less than the epoll_wait it saves (one exit at a
+    // time is the common case); more children than this go into the epoll set.
+    static constexpr std::size_t direct_count = 4;
+
     struct entry {
         unique_fd fd;
+        int slot;  // index in direct_, or -1: in the epoll set
     };
+    using entry_iter = std::unordered_map<pid_t, entry>::iterator;
 
-    // A reaped pidfd stays readable (POLLIN|POLLHUP) and would make the loop spin: it
-    // leaves the epoll set and is closed right after waitid, before the exit callback.
-    // Deferring that to the next poll looked cheaper and measured twice as slow (exit to
-    // callback p50 125 us against 74 us, bench/zreap_bench lat_fork), so it is not done.
-    void retire(entry&& e) noexcept {
-        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, e.fd.get(), nullptr);
-        e.fd.reset();
+    // One ready pidfd: reaps its child, or re-arms it if the child turns out to be alive.
+    void reap_one(entry_iter it, std::vector<exit_status>& out) {
+        const pid_t pid = it->first;
+        siginfo_t si{};
+        if (waitid_pidfd(it->second.fd.get(), &si, WEXITED | WNOHANG) < 0) {
+            // ECHILD: something else reaped our child (a waitpid(-1) elsewhere, or
+            // SIGCHLD set to SIG_IGN since). Its status is gone; report that, rather
+            // than never report the exit at all.
+            if (errno != ECHILD)
+                throw_errno("zreap pidfd backend: waitid(P_PIDFD)");
+            retire(it);
+            out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
+            return;
+        }
+        if (si.si_pid == 0) {
+            // Not exited after all (spurious readiness): a direct fd is simply polled
+            // again; an epoll one was disarmed by EPOLLONESHOT and is armed again.
+            if (it->second.slot < 0) {
+                epoll_event ev{};
+                ev.events = EPOLLIN | EPOLLONESHOT;
+                ev.data.u64 = static_cast<std::uint64_t>(pid);
+                if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, it->second.fd.get(), &ev) != 0)
+                    throw_errno("zreap pidfd backend: epoll_ctl(MOD)");
+            }
+            return;
+        }
+        retire(it);
+        out.push_back(exit_status::from_siginfo(si));
+    }
+
+    // A reaped pidfd stays readable (POLLIN|POLLHUP): it must leave the poll set before
+    // the next poll or the loop would spin. A direct one leaves direct_; an epoll one was
+    // disarmed by EPOLLONESHOT when epoll_wait reported it, so closing it is enough, even
+    // while a forked child still holds a copy of it (which keeps the registration alive,
+    // disarmed). That saves the epoll_ctl(DEL) per exit. The close itself stays here,
+    // before the exit callback: deferring it to the next poll measured twice as slow (exit
+    // to callback p50 125 us against 74 us, bench/zreap_bench lat_fork).
+    void retire(entry_iter it) noexcept {
+        if (it->second.slot >= 0)
+            direct_[it->second.slot] = -1;
+        pidfds_.erase(it);
     }
 
     unique_fd epoll_;
     std::unordered_map<pid_t, entry> pidfds_;
+    int direct_[direct_count];
+    pid_t direct_pid_[direct_count] = {};
     bool more_ = false;
 };
 
