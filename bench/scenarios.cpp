@@ -94,32 +94,17 @@ struct fd_pair {
     }
 };
 
-// A child that stays alive until the gate's write end is closed, at the lowest priority.
-// Forked (cheap) for subjects that can watch any child; an exec'd helper for libuv, which
-// watches only what it spawned itself.
+// A child that stays alive until the gate's write end is closed, at the lowest priority:
+// the exec'd helper (`hold`), started by each subject its own way (posix_spawn + watch,
+// uv_spawn, ...) and by posix_spawn for the floor. Every subject gets the same kind of
+// child: a forked copy of this process takes several times longer to exit than the small
+// exec'd helper, which would make the storm row measure the children, not the loop.
 pid_t start_holder(runner* r, const fd_pair& gate, const std::string& helper,
                    std::function<void()> on_exit) {
-    if (r && !r->can_watch_foreign_pid())
-        return r->spawn({{helper, "hold"}, gate.rd, -1}, std::move(on_exit));
-    pid_t pid = ::fork();
-    if (pid < 0)
-        fail("fork of a live child");
-    if (pid == 0) {
-        // Lowest priority: when the gate opens, the CPU time the children need to exit
-        // competes as little as possible with the loop that is being measured.
-        ::setpriority(PRIO_PROCESS, 0, 19);
-        ::dup2(gate.rd, 0);
-        ::close_range(1, ~0U, 0);
-        char c;
-        for (;;) {
-            ssize_t n = ::read(0, &c, 1);
-            if (n == 0 || (n < 0 && errno != EINTR))
-                ::_exit(0);
-        }
-    }
-    if (r)
-        r->watch(pid, std::move(on_exit));
-    return pid;
+    spawn_request req{{helper, "hold"}, gate.rd, -1};
+    if (!r)
+        return posix_spawn_child(req);
+    return r->spawn(req, std::move(on_exit));
 }
 
 // One exit of an exec'd child that stamps the time right before it exits, written to

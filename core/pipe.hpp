@@ -19,10 +19,15 @@ struct pipe_pair {
 pipe_pair make_nonblocking_pipe(const char* who);
 
 /// Reads the non-blocking @p fd into @p buf until nothing is left, retrying on EINTR and
-/// handing the byte count of each read to @p got. Returns 0 once drained (EAGAIN or end of
-/// file), or the errno of a read that failed otherwise. The wake fds of the signal-driven
-/// backends are drained this way before reaping, so that a signal after the drain re-arms
-/// them and nothing is lost.
+/// handing the byte count of each read to @p got. Returns 0 once drained (EAGAIN, end of
+/// file, or a read shorter than @p size), or the errno of a read that failed otherwise.
+/// The wake fds of the signal-driven backends are drained this way before reaping, so that
+/// a signal after the drain re-arms them and nothing is lost.
+///
+/// A short read ends it without a last read that would say EAGAIN: a pipe or a signalfd
+/// read returns everything there is up to @p size, so a short one left the fd empty, and
+/// anything written after it makes the fd readable again for the next poll. That saves a
+/// system call per wakeup.
 template <typename F>
 int drain_fd(int fd, void* buf, std::size_t size, F got) {
     for (;;) {
@@ -34,6 +39,8 @@ int drain_fd(int fd, void* buf, std::size_t size, F got) {
         if (n == 0)
             return 0;
         got(static_cast<std::size_t>(n));
+        if (static_cast<std::size_t>(n) < size)
+            return 0;
     }
 }
 

@@ -152,9 +152,12 @@ class libev_watcher final : public child_watcher {
     }
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
-        if (r.woken) {
-            drain();  // first: a SIGCHLD from now on re-arms the pipe
-            run_libev();
+        // An EINTR is most often zreap's handler, which ran on this thread and has written
+        // to the pipe already: look now rather than poll again to learn that.
+        if (r.woken || r.interrupted) {
+            // Drained first: a SIGCHLD from now on re-arms the pipe.
+            if (drain() || r.woken)
+                run_libev();
         }
         for (std::size_t n = 0; n < max && !queue_.empty(); ++n) {
             out.push_back(queue_.front());
@@ -180,9 +183,12 @@ class libev_watcher final : public child_watcher {
         self->watchers_.erase(pid);  // frees w: nothing touches it after this
     }
 
-    void drain() noexcept {
+    // True if anything was read.
+    bool drain() noexcept {
         char buf[512];
-        drain_fd(pipe_.read.get(), buf, sizeof buf, [](std::size_t) {});
+        bool got = false;
+        drain_fd(pipe_.read.get(), buf, sizeof buf, [&](std::size_t) { got = true; });
+        return got;
     }
 
     // ev_loop_destroy() closes libev's fds and stops its SIGCHLD watcher, which resets

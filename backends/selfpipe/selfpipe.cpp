@@ -42,20 +42,28 @@ class selfpipe_watcher final : public child_watcher {
     bool wants_immediate_poll() noexcept override { return reaper_.has_hints(); }
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
-        if (r.woken)
-            drain();
-        return reaper_.reap(r.woken, out, max);
+        // An EINTR is most often our own handler, which ran on this thread and has written
+        // to the pipe already: read it now rather than poll again to learn that it is
+        // readable.
+        bool signalled = r.woken;
+        if (r.woken || r.interrupted)
+            signalled = drain() || signalled;
+        return reaper_.reap(signalled, out, max);
     }
 
   private:
-    // Drained before reaping: a SIGCHLD after the drain re-arms the pipe.
-    void drain() {
+    // Drained before reaping: a SIGCHLD after the drain re-arms the pipe. True if anything
+    // was read.
+    bool drain() {
         pid_t buf[512];
+        bool got = false;
         // A read error other than EAGAIN leaves the pipe as it is: the peek still runs.
         drain_fd(pipe_.read.get(), buf, sizeof buf, [&](std::size_t n) {
+            got = true;
             for (std::size_t i = 0; i < n / sizeof(pid_t); ++i)
                 reaper_.hint(buf[i]);
         });
+        return got;
     }
 
     pipe_pair pipe_;
