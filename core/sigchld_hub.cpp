@@ -24,6 +24,7 @@ struct slot {
     std::atomic<int> state{free_slot};
     int pipe_fd = -1;
     std::atomic<int>* flag = nullptr;
+    sigchld_hints* hints = nullptr;
     std::atomic<pthread_t> thread{};
 };
 
@@ -39,7 +40,10 @@ struct sigaction previous {};
 
 void on_sigchld(int sig, siginfo_t* info, void* context) {
     const int saved_errno = errno;
-    handlers_running.fetch_add(1, std::memory_order_acquire);
+    // seq_cst, with the slot state's load below and sigchld_unsubscribe()'s store and load:
+    // either unsubscribe sees this handler running and waits, or this handler sees the slot
+    // no longer active. With acquire/release alone, each side could miss the other's write.
+    handlers_running.fetch_add(1, std::memory_order_seq_cst);
     // si_code > 0 (CLD_EXITED, CLD_KILLED, ...) means the kernel sent it about a child;
     // <= 0 means a process or thread sent it, pthread_kill forwarding included.
     const bool from_kernel = info && info->si_code > 0;
@@ -47,12 +51,15 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
     const int n = slots_used.load(std::memory_order_acquire);
     for (int i = 0; i < n; ++i) {
         slot& s = slots[i];
-        if (s.state.load(std::memory_order_acquire) != active)
+        if (s.state.load(std::memory_order_seq_cst) != active)
             continue;
         if (s.pipe_fd >= 0) {
             ssize_t w = ::write(s.pipe_fd, &pid, sizeof pid);  // EAGAIN: already readable
             (void)w;
         } else if (s.flag) {
+            // The pid before the flag: a subscriber that sees the flag sees the pid.
+            if (pid > 0 && s.hints)
+                s.hints->put(pid);
             s.flag->store(1, std::memory_order_release);
             pthread_t t = s.thread.load(std::memory_order_relaxed);
             if (from_kernel && !pthread_equal(t, pthread_self())) {
@@ -84,7 +91,8 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
     errno = saved_errno;
 }
 
-int subscribe(int pipe_fd, std::atomic<int>* flag, pthread_t thread, const char* who) {
+int subscribe(int pipe_fd, std::atomic<int>* flag, sigchld_hints* hints, pthread_t thread,
+              const char* who) {
     std::lock_guard<std::mutex> lock(hub_mutex);
     if (signalfd_owner)
         throw_errno(EBUSY, std::string(who) + ": a loop using the " + signalfd_owner +
@@ -111,6 +119,7 @@ int subscribe(int pipe_fd, std::atomic<int>* flag, pthread_t thread, const char*
             continue;
         slots[i].pipe_fd = pipe_fd;
         slots[i].flag = flag;
+        slots[i].hints = hints;
         slots[i].thread.store(thread, std::memory_order_relaxed);
         if (slots_used.load() <= i)
             slots_used.store(i + 1, std::memory_order_release);
@@ -126,12 +135,46 @@ int subscribe(int pipe_fd, std::atomic<int>* flag, pthread_t thread, const char*
 
 }  // namespace
 
-int sigchld_subscribe_pipe(int write_fd, const char* who) {
-    return subscribe(write_fd, nullptr, pthread_t{}, who);
+sigchld_hints::sigchld_hints() noexcept {
+    for (auto& e : entries_)
+        e.store(0, std::memory_order_relaxed);
 }
 
-int sigchld_subscribe_flag(std::atomic<int>* flag, pthread_t thread, const char* who) {
-    return subscribe(-1, flag, thread, who);
+bool sigchld_hints::put(pid_t pid) noexcept {
+    for (auto& e : entries_) {
+        // The load first: a full entry costs a read, not a locked write.
+        pid_t empty = 0;
+        if (e.load(std::memory_order_relaxed) == 0 &&
+            e.compare_exchange_strong(empty, pid, std::memory_order_release,
+                                      std::memory_order_relaxed))
+            return true;
+    }
+    dropped_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+}
+
+std::size_t sigchld_hints::take(pid_t* out, std::size_t max) noexcept {
+    std::size_t n = 0;
+    for (auto& e : entries_) {
+        if (n == max)
+            break;
+        // Only entries seen full are exchanged: an empty one needs no locked write.
+        if (e.load(std::memory_order_relaxed) == 0)
+            continue;
+        pid_t pid = e.exchange(0, std::memory_order_acquire);
+        if (pid != 0)
+            out[n++] = pid;
+    }
+    return n;
+}
+
+int sigchld_subscribe_pipe(int write_fd, const char* who) {
+    return subscribe(write_fd, nullptr, nullptr, pthread_t{}, who);
+}
+
+int sigchld_subscribe_flag(std::atomic<int>* flag, sigchld_hints* hints, pthread_t thread,
+                           const char* who) {
+    return subscribe(-1, flag, hints, thread, who);
 }
 
 void sigchld_set_thread(int slot_index, pthread_t thread) noexcept {
@@ -159,14 +202,16 @@ void sigchld_release_signalfd() noexcept {
 void sigchld_unsubscribe(int slot_index) noexcept {
     std::lock_guard<std::mutex> lock(hub_mutex);
     slot& s = slots[slot_index];
-    s.state.store(reserved, std::memory_order_release);
-    // A handler that loaded the slot before the store above may still be using its fd or
-    // flag; wait until every running handler is done. Handlers never block, so this is
-    // short, and it cannot be this thread's own handler (that would have finished first).
-    while (handlers_running.load(std::memory_order_acquire) != 0)
+    s.state.store(reserved, std::memory_order_seq_cst);
+    // A handler that loaded the slot before the store above may still be using its fd,
+    // flag or hints; wait until every running handler is done. Handlers never block, so
+    // this is short, and it cannot be this thread's own handler (that would have finished
+    // first). seq_cst: see on_sigchld().
+    while (handlers_running.load(std::memory_order_seq_cst) != 0)
         sched_yield();
     s.pipe_fd = -1;
     s.flag = nullptr;
+    s.hints = nullptr;
     s.state.store(free_slot, std::memory_order_release);
     if (--subscribers == 0)
         ::sigaction(SIGCHLD, &previous, nullptr);

@@ -191,6 +191,63 @@ TEST_P(Contract, LeavesForeignChildrenAlone) {
     }
 }
 
+// 5b. Many live children and a foreign zombie: exits one at a time (each signal names its
+// child) and then all the rest at once (coalesced signals), while 300 watched children are
+// alive and a zombie of other code sits in front of them. Every exit is reported exactly
+// once with its code, and the foreign child stays waitable by its owner.
+TEST_P(Contract, ManyLiveChildrenBesideAForeignZombie) {
+    auto lp = make();
+    pid_t foreign = exit_now(5);
+    wait_until_zombie(foreign);
+    constexpr int n = 300;
+    constexpr int one_by_one = 20;
+    // One shared gate: each byte written lets exactly one child (whichever reads it) go,
+    // and closing it lets all the others go at once.
+    int gate[2];
+    ASSERT_EQ(pipe2(gate, O_CLOEXEC), 0);
+    std::map<pid_t, int> expected;
+    std::map<pid_t, int> got;
+    int calls = 0;
+    for (int i = 0; i < n; ++i) {
+        int rd = gate[0];
+        int code = 1 + i % 200;
+        pid_t pid = fork_child(
+            [rd, code] {
+                char c;
+                while (read(rd, &c, 1) < 0 && errno == EINTR) {
+                }
+                return code;
+            },
+            rd);
+        expected[pid] = code;
+        lp.watch_child(pid, [&](const exit_status& s) {
+            ++calls;
+            got[s.pid] = s.exit_code();
+        });
+    }
+    close(gate[0]);
+    for (int i = 1; i <= one_by_one; ++i) {
+        ASSERT_EQ(write(gate[1], "x", 1), 1);
+        ASSERT_TRUE(run_until(lp, [&] { return calls >= i; })) << "exit " << i << " not reported";
+    }
+    close(gate[1]);
+    ASSERT_TRUE(run_until(lp, [&] { return got.size() == expected.size(); }))
+        << got.size() << " of " << n << " reported";
+    for (int i = 0; i < 3; ++i)
+        lp.run_once(0ms);
+    EXPECT_EQ(calls, n) << "an exit was reported twice";
+    EXPECT_EQ(got, expected);
+    int status = 0;
+    pid_t r = waitpid(foreign, &status, WNOHANG);
+    if (caps().reaps_foreign_children) {
+        EXPECT_EQ(r, -1) << "backend declares it reaps foreign children";
+    } else {
+        ASSERT_EQ(r, foreign) << "the loop reaped a child it did not watch";
+        EXPECT_TRUE(WIFEXITED(status));
+        EXPECT_EQ(WEXITSTATUS(status), 5);
+    }
+}
+
 // 6. Not our child, or watched twice: a clear error.
 TEST_P(Contract, RejectsNonChildAndDuplicates) {
     auto lp = make();

@@ -312,6 +312,81 @@ INSTANTIATE_TEST_SUITE_P(Seccomp, PidfdBlocked,
 
 #endif
 
+// ---- the WNOWAIT peek refused by seccomp -------------------------------------------------
+
+#if ZREAP_TEST_HAVE_SECCOMP
+
+// Makes waitid(P_ALL, ...) fail with EPERM, and nothing else: the signal-driven backends'
+// peek over every child of the process is then gone, and only the pids the signals named
+// (si_pid, ssi_pid) can lead them to an exited child.
+std::string refuse_peek() {
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx)
+        return "seccomp_init failed";
+    // The low 32 bits only: idtype_t is an int, and the upper half of its register is not
+    // defined by the calling convention.
+    int rc = seccomp_rule_add(
+        ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(waitid), 1,
+        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_ALL)));
+    if (rc == 0)
+        rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+}
+
+// Every backend finds an exit named by its own signal without waitid(P_ALL): pidfd and
+// libev never use it, and selfpipe, signalfd and sigaction reap the signalled pid first
+// (for sigaction, the pid the hub's handler stored in the loop's hint ring). Exits come one
+// at a time, so no two signals coalesce and each names its child; 40 watched children are
+// alive meanwhile.
+TEST_P(Fault, ExitNamedBySignalFoundWithThePeekRefused) {
+    const backend b = GetParam();
+    std::string failure = in_forked_child([b]() -> std::string {
+        if (std::string e = refuse_peek(); !e.empty())
+            return e;
+        siginfo_t si{};
+        CHILD_CHECK(::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 && errno == EPERM);
+        gated_group kids;
+        std::map<pid_t, exit_status> seen;
+        int calls = 0;
+        {
+            zreap::loop lp(b);
+            for (int i = 0; i < 40; ++i)
+                lp.watch_child(kids.add(1 + i), [&](const exit_status& s) {
+                    ++calls;
+                    seen[s.pid] = s;
+                });
+            // Looks at the freshly watched pids, all alive: from now on only signals count.
+            lp.run_once(0ms);
+            for (int i = 1; i <= 10; ++i) {
+                CHILD_CHECK(::write(kids.gate[1], "x", 1) == 1);
+                if (!run_until(
+                        lp, [&] { return calls >= i; }, 10s))
+                    return "exit " + std::to_string(i) + " of 10 not reported in 10 s";
+            }
+            lp.run_once(0ms);
+        }
+        CHILD_CHECK(calls == 10);
+        for (auto& [pid, s] : seen) {
+            CHILD_CHECK(kids.codes.count(pid) == 1);
+            CHILD_CHECK(s.exited() && s.exit_code() == kids.codes[pid]);
+        }
+        // The rest go now, and are reaped here rather than left to whoever inherits them.
+        kids.open();
+        for (auto [pid, code] : kids.codes) {
+            if (seen.count(pid))
+                continue;
+            pid_t r;
+            while ((r = ::waitpid(pid, nullptr, 0)) < 0 && errno == EINTR) {
+            }
+        }
+        return "";
+    });
+    EXPECT_EQ(failure, "");
+}
+
+#endif
+
 // ---- the fd table full ------------------------------------------------------------------
 
 /// Fills every free fd slot below a lowered RLIMIT_NOFILE; undone by the destructor.

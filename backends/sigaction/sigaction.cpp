@@ -19,7 +19,12 @@
 // loop may be made on one thread and run on another.
 //
 // Reaping is core/reaper's pid_reaper, shared with selfpipe and signalfd: never
-// waitpid(-1), only watched pids, bounded by the loop's per-iteration budget. It looks after
+// waitpid(-1), only watched pids, bounded by the loop's per-iteration budget. Like theirs,
+// it gets the pids the signals named (si_pid): the hub's handler stores each in this
+// loop's sigchld_hints before it sets the flag, and reap() hands them to the reaper, which
+// reaps those first and peeks with waitid(P_ALL, WNOWAIT), O(children of the process), only
+// on the next, non-blocking iteration. A hint dropped because the ring was full costs
+// nothing but that: the flag is set anyway, and the peek finds the child. It looks after
 // a flag, an EINTR, or once per cap as a safety net (a signal that never arrives, e.g.
 // because every thread blocks SIGCHLD, still costs no more than the cap).
 
@@ -59,7 +64,7 @@ class sigaction_watcher final : public child_watcher {
         cap_ = std::chrono::milliseconds(cap_ms_);
         require_reapable_sigchld(who);
         thread_ = pthread_self();
-        slot_ = sigchld_subscribe_flag(&flag_, thread_, who);
+        slot_ = sigchld_subscribe_flag(&flag_, &hints_, thread_, who);
     }
     ~sigaction_watcher() override { sigchld_unsubscribe(slot_); }
 
@@ -100,6 +105,12 @@ class sigaction_watcher final : public child_watcher {
         seen_ = false;
         // Consumed before peeking: a SIGCHLD after this sets it again, so nothing is lost.
         const bool late = flag_.exchange(0, std::memory_order_acq_rel) != 0;
+        // Exits found through the hints of freshly watched pids were never announced by a
+        // signal of their own; they are not lost wakeups. Taken before the signals' hints
+        // join them: those came with the flag, and count as the flag does.
+        const bool had_hints = reaper_.has_hints();
+        // After the flag: every pid stored before the flag was set is here now.
+        take_hints();
         if (reaper_.empty()) {
             more_ = false;
             return reaper_.reap(false, out, max);  // only drops stale hints
@@ -109,9 +120,6 @@ class sigaction_watcher final : public child_watcher {
         const bool look = announced || late || due;
         if (look)
             next_peek_ = now + cap_;
-        // Exits found through the hints of freshly watched pids were never announced by a
-        // signal of their own; they are not lost wakeups.
-        const bool had_hints = reaper_.has_hints();
         const std::size_t before = out.size();
         bool more = reaper_.reap(look, out, max);
         if (look && !announced && !had_hints && out.size() > before)
@@ -123,7 +131,16 @@ class sigaction_watcher final : public child_watcher {
     std::uint64_t lost_wakeups() const noexcept override { return lost_; }
 
   private:
+    void take_hints() {
+        pid_t buf[sigchld_hints::capacity];
+        const std::size_t n = hints_.take(buf, sigchld_hints::capacity);
+        for (std::size_t i = 0; i < n; ++i)
+            reaper_.hint(buf[i]);
+    }
+
+    // Both outlive the subscription: the destructor's body unsubscribes first.
     std::atomic<int> flag_{0};
+    sigchld_hints hints_;
     int slot_ = -1;
     pthread_t thread_{};
     int cap_ms_ = 0;
