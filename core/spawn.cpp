@@ -78,16 +78,20 @@ ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
         if (s != SIGKILL && s != SIGSTOP)
             ::sigaction(s, &dfl, nullptr);
 
+    // The moves first: every source is >= err_at and every target below it, and so is the
+    // error pipe, so none of them overwrites anything still needed. Only then the error pipe
+    // goes to err_at, where a source may sit (the parent cannot keep that number free: a
+    // pipe end of its own may have held it until the sources were made).
     int err = p.err_fd;
+    for (std::size_t i = 0; i < p.nmoves; ++i)
+        if (dup2_retry(p.move_from[i], p.move_to[i]) < 0)
+            report_and_exit(err, spawn_stage::dup2, errno);
     if (err != p.err_at) {
         if (dup2_retry(err, p.err_at) < 0)
             report_and_exit(err, spawn_stage::dup2, errno);
         err = p.err_at;
         ::fcntl(err, F_SETFD, FD_CLOEXEC);
     }
-    for (std::size_t i = 0; i < p.nmoves; ++i)
-        if (dup2_retry(p.move_from[i], p.move_to[i]) < 0)
-            report_and_exit(err, spawn_stage::dup2, errno);
     // Nothing else of the parent's survives, whatever its close-on-exec flag says.
     for (std::size_t i = 0; i < p.nclose_low; ++i)
         ::close(p.close_low[i]);

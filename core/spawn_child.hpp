@@ -33,15 +33,16 @@ struct spawn_plan {
     char* const* envp = nullptr;
     const char* cwd = nullptr;  ///< nullptr: stay in the parent's working directory
 
-    /// dup2(move_from[i], move_to[i]). Every move_from is >= err_at, so no move overwrites
-    /// the source of another.
+    /// dup2(move_from[i], move_to[i]). Every move_from is >= err_at and every move_to below
+    /// it, so no move overwrites the source of another.
     const int* move_from = nullptr;
     const int* move_to = nullptr;
     std::size_t nmoves = 0;
     /// Fds in [3, err_at) that are not a move target: closed in the child.
     const int* close_low = nullptr;
     std::size_t nclose_low = 0;
-    /// The child moves the error pipe here (close-on-exec) and closes every fd above it.
+    /// One past the highest move target. After the moves, the child moves the error pipe
+    /// here (close-on-exec) and closes every fd above it.
     int err_at = 3;
     int err_fd = -1;        ///< the error pipe's write end as the parent made it (>= err_at)
     int signal_limit = 65;  ///< one past the highest signal number to reset to SIG_DFL

@@ -487,6 +487,51 @@ TEST_P(Spawn, ChildInheritsNoStrayFds) {
     ::close(passed);
 }
 
+TEST_P(Spawn, ParentWithoutStdinStillWiresTheChildsStdout) {
+    // A daemon with fd 0 closed: a pipe spawn makes for itself then gets fd 0 and the first
+    // free number above the child's fds (err_at), so the first fd prepared for the child
+    // lands on err_at once that pipe end has moved on. The child must still get it as
+    // its stdout, not the error pipe in its place.
+    int out[2];
+    ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+    auto lp = make();
+    int saved_stdin = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+    ASSERT_GE(saved_stdin, 0);
+    ::close(0);
+    // err_at is the lowest free number above 2: one past the highest pass_fds target.
+    int first_free = ::fcntl(2, F_DUPFD_CLOEXEC, 3);
+    ::close(first_free);
+    auto o = helper({"cwd"});
+    o.cwd = "/";
+    o.stdout_mode = stdio::use_fd(out[1]);
+    if (first_free > 3)
+        o.pass_fds = {{out[1], first_free - 1}};
+    bool done = false;
+    int code = -1;
+    std::string err;
+    try {
+        zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+            done = true;
+            code = s.exit_code();
+        });
+        ::close(out[1]);
+        out[1] = -1;
+        EXPECT_TRUE(run_until(lp, [&] { return done; }));
+    } catch (const std::system_error& e) {
+        err = e.what();
+    }
+    ::dup2(saved_stdin, 0);
+    ::close(saved_stdin);
+    if (out[1] >= 0)
+        ::close(out[1]);
+    EXPECT_EQ(err, "");
+    EXPECT_EQ(code, 0);
+    char buf[64];
+    ssize_t n = ::read(out[0], buf, sizeof buf);
+    ::close(out[0]);
+    EXPECT_EQ(std::string(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0))), "/\n");
+}
+
 TEST_P(Spawn, PassFdsMayTargetEachOthersNumbers) {
     // {a -> b's number, b -> a's number}: a naive dup2 sequence would overwrite b's fd
     // before moving it. The child writes to the fd numbered like b's write end, which must
