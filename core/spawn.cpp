@@ -427,8 +427,10 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     for (const std::string& p : paths)
         path_ptrs.push_back(p.c_str());
 
-    // Fds. Every fd handed to the child is first duplicated above all target numbers, so
-    // the child's dup2 calls can never overwrite a source that is still to be moved.
+    // Fds. Every fd handed to the child is at or above err_at, one past every target
+    // number, so the child's dup2 calls can never overwrite a source that is still to be
+    // moved: a caller's fd is always duplicated there (and checked by that); one spawn made
+    // itself (a pipe end, /dev/null) only if it is below.
     int top_target = 2;
     for (auto [from, to] : o.pass_fds) {
         if (from < 0 || to < 0)
@@ -439,12 +441,20 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
 
     auto st = std::make_shared<child::state>();
     st->lp = &lp;
-    std::vector<unique_fd> sources;  // the child's copies, closed in the parent afterwards
+    std::vector<unique_fd> sources;  // the child's fds, closed in the parent afterwards
     std::vector<int> move_from, move_to;
     unique_fd devnull;
     auto add_move = [&](int fd, int to, const char* name) {
         sources.push_back(dup_above(fd, err_at, what + ": " + name + ": fd " + std::to_string(fd)));
         move_from.push_back(sources.back().get());
+        move_to.push_back(to);
+    };
+    auto add_own_move = [&](int fd, int to, const char* name) {
+        if (fd < err_at) {
+            add_move(fd, to, name);
+            return;
+        }
+        move_from.push_back(fd);
         move_to.push_back(to);
     };
     struct {
@@ -465,19 +475,24 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
                     if (!devnull)
                         throw_errno(what + ": open /dev/null");
                 }
-                add_move(devnull.get(), s.target, s.name);
+                add_own_move(devnull.get(), s.target, s.name);
                 break;
             case stdio::kind::fd:
                 add_move(s.mode.fd, s.target, s.name);
                 break;
             case stdio::kind::pipe: {
+                // Blocking for the child, non-blocking for us: each end is a file description
+                // of its own, but pipe2's O_NONBLOCK would set both. No F_GETFL: a pipe end
+                // just made has no file status flag set, and F_SETFL ignores the access mode.
                 cloexec_pipe p = make_cloexec_pipe(what + ": " + s.name);
                 bool child_reads = s.target == 0;
                 unique_fd& mine = child_reads ? p.write : p.read;
-                int fl = ::fcntl(mine.get(), F_GETFL);
-                if (fl < 0 || ::fcntl(mine.get(), F_SETFL, fl | O_NONBLOCK) < 0)
+                unique_fd& theirs = child_reads ? p.read : p.write;
+                if (::fcntl(mine.get(), F_SETFL, O_NONBLOCK) < 0)
                     throw_errno(what + ": " + s.name + ": fcntl(O_NONBLOCK)");
-                add_move(child_reads ? p.read.get() : p.write.get(), s.target, s.name);
+                add_own_move(theirs.get(), s.target, s.name);
+                if (theirs.get() >= err_at)
+                    sources.push_back(std::move(theirs));
                 s.parent_end = std::move(mine);
                 break;
             }

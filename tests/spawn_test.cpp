@@ -283,6 +283,51 @@ TEST_P(Spawn, StdinAndStdoutPipes) {
     EXPECT_EQ(r.status.exit_code(), 0);
 }
 
+TEST_P(Spawn, PipesAndNullAtLowNumbers) {
+    // With fd 0 closed in the parent, /dev/null opened for the child's stdin gets fd 0; with
+    // a pass_fds target at 60, the pipes spawn makes get numbers below it. Either way such
+    // fds must first be moved out of the way of the child's dup2 calls (dup2(0, 0) would
+    // not even clear close-on-exec), and the child gets exactly stdio and its pass_fds.
+    for (bool high_target : {false, true}) {
+        SCOPED_TRACE(high_target ? "pass_fds target 60" : "no pass_fds");
+        auto lp = make();
+        auto o = helper({"fds"});
+        o.stdin_mode = stdio::null;
+        o.stdout_mode = stdio::pipe;
+        o.stderr_mode = stdio::pipe;
+        int extra = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(extra, 0);
+        if (high_target)
+            o.pass_fds = {{extra, 60}};
+        int saved_stdin = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+        ASSERT_GE(saved_stdin, 0);
+        ::close(0);
+        outcome r;
+        std::string err;
+        try {
+            zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+                r.exited = true;
+                r.status = s;
+            });
+            ::dup2(saved_stdin, 0);
+            capture(lp, c.stdout_fd(), r.out, r.out_eof);
+            capture(lp, c.stderr_fd(), r.err, r.err_eof);
+            EXPECT_TRUE(run_until(lp, [&] { return r.exited && r.out_eof && r.err_eof; }));
+        } catch (const std::system_error& e) {
+            ::dup2(saved_stdin, 0);
+            err = e.what();
+        }
+        ::close(saved_stdin);
+        ::close(extra);
+        EXPECT_EQ(err, "");
+        EXPECT_EQ(r.status.exit_code(), 0);
+        std::set<std::string> want{"0", "1", "2"};
+        if (high_target)
+            want.insert("60");
+        EXPECT_EQ(lines(r.out), want);
+    }
+}
+
 TEST_P(Spawn, StderrPipe) {
     auto o = helper({"stderr", "oops"});
     o.stderr_mode = stdio::pipe;
