@@ -53,7 +53,7 @@ struct spawn_plan {
     int err_fd = -1;
     spawn_failure* report = nullptr;
     int signal_limit = 65;  ///< one past the highest signal number to reset to SIG_DFL
-    int close_limit = 0;    ///< without closefrom(): the child closes (err_at, close_limit)
+    int close_limit = 0;    ///< without closefrom(): the child closes up to here (exclusive)
 
     enum class group_mode { inherit, new_group, new_session };
     group_mode group = group_mode::inherit;
