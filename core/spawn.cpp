@@ -1,6 +1,7 @@
 // zreap::spawn: prepares everything in the parent, creates the child (clone with
-// CLONE_PIDFD for the pidfd backend, vfork elsewhere), learns of an exec failure through a
-// close-on-exec pipe, and registers the child with the loop before returning.
+// CLONE_PIDFD for the pidfd backend, vfork elsewhere), learns of a failure before exec
+// (through the memory it shares with a clone child, else a close-on-exec pipe), and
+// registers the child with the loop before returning.
 //
 // Why not posix_spawn: it cannot close every inherited fd portably (addclosefrom_np is
 // glibc >= 2.34 only), cannot hand back a pidfd, and PATH search with the child's own PATH
@@ -42,9 +43,22 @@ namespace detail {
 
 namespace {
 
-[[noreturn]] ZREAP_CHILD_CODE void report_and_exit(int fd, spawn_stage stage, int err) noexcept {
-    spawn_failure f{static_cast<int>(stage), err};
-    while (::write(fd, &f, sizeof f) < 0 && errno == EINTR) {
+// To the error pipe @p fd, or with fd -1 into the parent's memory (plan.report).
+[[noreturn]] ZREAP_CHILD_CODE void report_and_exit(const spawn_plan& p, int fd, spawn_stage stage,
+                                                   int err) noexcept {
+    if (fd < 0) {
+        // CLONE_VM | CLONE_VFORK: the parent is suspended until the _exit below and reads
+        // this when clone returns. volatile because the C++ abstract machine does not know
+        // that another process reads these stores: to the compiler they are followed only
+        // by _exit, which never returns, and it must neither drop them as dead nor sink them
+        // past it. (The parent reads through volatile too, for the same reason.)
+        volatile spawn_failure* r = p.report;
+        r->err = err;
+        r->stage = static_cast<int>(stage);
+    } else {
+        spawn_failure f{static_cast<int>(stage), err};
+        while (::write(fd, &f, sizeof f) < 0 && errno == EINTR) {
+        }
     }
     ::_exit(127);
 }
@@ -78,35 +92,42 @@ ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
         if (s != SIGKILL && s != SIGSTOP)
             ::sigaction(s, &dfl, nullptr);
 
+    // The moves first: every source is >= err_at and every target below it, and so is the
+    // error pipe, so none of them overwrites anything still needed. Only then the error pipe
+    // goes to err_at, where a source may sit (the parent cannot keep that number free: a
+    // pipe end of its own may have held it until the sources were made, and without a pipe
+    // nothing holds it). err is -1 when the report goes to shared memory.
     int err = p.err_fd;
-    if (err != p.err_at) {
+    for (std::size_t i = 0; i < p.nmoves; ++i)
+        if (dup2_retry(p.move_from[i], p.move_to[i]) < 0)
+            report_and_exit(p, err, spawn_stage::dup2, errno);
+    if (err >= 0 && err != p.err_at) {
         if (dup2_retry(err, p.err_at) < 0)
-            report_and_exit(err, spawn_stage::dup2, errno);
+            report_and_exit(p, err, spawn_stage::dup2, errno);
         err = p.err_at;
         ::fcntl(err, F_SETFD, FD_CLOEXEC);
     }
-    for (std::size_t i = 0; i < p.nmoves; ++i)
-        if (dup2_retry(p.move_from[i], p.move_to[i]) < 0)
-            report_and_exit(err, spawn_stage::dup2, errno);
-    // Nothing else of the parent's survives, whatever its close-on-exec flag says.
+    // Nothing else of the parent's survives, whatever its close-on-exec flag says: every fd
+    // from err_at up goes, but for the error pipe, which is at err_at if there is one.
     for (std::size_t i = 0; i < p.nclose_low; ++i)
         ::close(p.close_low[i]);
+    const int first_closed = err >= 0 ? err + 1 : p.err_at;
 #if ZREAP_HAVE_CLOSEFROM
-    ::closefrom(err + 1);
+    ::closefrom(first_closed);
 #else
-    for (int fd = err + 1; fd < p.close_limit; ++fd)
+    for (int fd = first_closed; fd < p.close_limit; ++fd)
         ::close(fd);
 #endif
 
     if (p.group == spawn_plan::group_mode::new_session) {
         if (::setsid() < 0)
-            report_and_exit(err, spawn_stage::setsid, errno);
+            report_and_exit(p, err, spawn_stage::setsid, errno);
     } else if (p.group == spawn_plan::group_mode::new_group) {
         if (::setpgid(0, 0) < 0)
-            report_and_exit(err, spawn_stage::setpgid, errno);
+            report_and_exit(p, err, spawn_stage::setpgid, errno);
     }
     if (p.cwd && ::chdir(p.cwd) < 0)
-        report_and_exit(err, spawn_stage::chdir, errno);
+        report_and_exit(p, err, spawn_stage::chdir, errno);
 
     sigset_t none;
     sigemptyset(&none);
@@ -126,7 +147,7 @@ ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
     }
     if (saw_eacces && try_next_path(last))
         last = EACCES;
-    report_and_exit(err, spawn_stage::exec, last);
+    report_and_exit(p, err, spawn_stage::exec, last);
 }
 
 }  // namespace detail
@@ -167,11 +188,12 @@ struct cloexec_pipe {
     unique_fd read, write;
 };
 
-// Close-on-exec, blocking: with plain fork the parent's read must wait for the child's exec.
-cloexec_pipe make_cloexec_pipe(const std::string& what) {
+// Close-on-exec; blocking, or with @p nonblocking_read the read end non-blocking (with
+// pipe2 both ends: one flag for both).
+cloexec_pipe make_cloexec_pipe(const std::string& what, bool nonblocking_read = false) {
     int fds[2];
 #if ZREAP_HAVE_PIPE2
-    if (::pipe2(fds, O_CLOEXEC) != 0)
+    if (::pipe2(fds, O_CLOEXEC | (nonblocking_read ? O_NONBLOCK : 0)) != 0)
         throw_errno(what + ": pipe2");
     return {unique_fd(fds[0]), unique_fd(fds[1])};
 #else
@@ -180,8 +202,29 @@ cloexec_pipe make_cloexec_pipe(const std::string& what) {
     cloexec_pipe p{unique_fd(fds[0]), unique_fd(fds[1])};
     if (::fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 || ::fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0)
         throw_errno(what + ": fcntl");
+    if (nonblocking_read) {
+        int fl = ::fcntl(fds[0], F_GETFL);
+        if (fl < 0 || ::fcntl(fds[0], F_SETFL, fl | O_NONBLOCK) != 0)
+            throw_errno(what + ": fcntl(O_NONBLOCK)");
+    }
     return p;
 #endif
+}
+
+// The error pipe of the portable path, its write end at a number >= err_at (never a move
+// target, so the child's moves cannot overwrite it).
+//
+// With vfork the child has exec'd or exited when vfork returns, so a report, if any, is
+// already in the pipe: the read end is non-blocking, and waiting for EOF instead could hang
+// while a fork() made by other code in another thread still holds a copy of the write end
+// (close-on-exec only takes effect at that child's exec). The write end is then
+// non-blocking as well, which is harmless: the child writes 8 bytes once into an empty
+// pipe. With plain fork the parent must wait for the child's exec: blocking, read to EOF.
+cloexec_pipe make_error_pipe(int err_at, const std::string& what) {
+    cloexec_pipe p = make_cloexec_pipe(what, ZREAP_HAVE_VFORK != 0);
+    if (p.write.get() < err_at)
+        p.write = dup_above(p.write.get(), err_at, what + ": fcntl(F_DUPFD_CLOEXEC)");
+    return p;
 }
 
 // vfork where there is one: no page-table copy, so a spawn costs the same whatever the
@@ -384,8 +427,10 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     for (const std::string& p : paths)
         path_ptrs.push_back(p.c_str());
 
-    // Fds. Every fd handed to the child is first duplicated above all target numbers, so
-    // the child's dup2 calls can never overwrite a source that is still to be moved.
+    // Fds. Every fd handed to the child is at or above err_at, one past every target
+    // number, so the child's dup2 calls can never overwrite a source that is still to be
+    // moved: a caller's fd is always duplicated there (and checked by that); one spawn made
+    // itself (a pipe end, /dev/null) only if it is below.
     int top_target = 2;
     for (auto [from, to] : o.pass_fds) {
         if (from < 0 || to < 0)
@@ -394,18 +439,22 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     }
     const int err_at = top_target + 1;
 
-    cloexec_pipe errpipe = make_cloexec_pipe(what);
-    unique_fd err_w = dup_above(errpipe.write.get(), err_at, what + ": fcntl(F_DUPFD_CLOEXEC)");
-    errpipe.write.reset();
-
     auto st = std::make_shared<child::state>();
     st->lp = &lp;
-    std::vector<unique_fd> sources;  // the child's copies, closed in the parent afterwards
+    std::vector<unique_fd> sources;  // the child's fds, closed in the parent afterwards
     std::vector<int> move_from, move_to;
     unique_fd devnull;
     auto add_move = [&](int fd, int to, const char* name) {
         sources.push_back(dup_above(fd, err_at, what + ": " + name + ": fd " + std::to_string(fd)));
         move_from.push_back(sources.back().get());
+        move_to.push_back(to);
+    };
+    auto add_own_move = [&](int fd, int to, const char* name) {
+        if (fd < err_at) {
+            add_move(fd, to, name);
+            return;
+        }
+        move_from.push_back(fd);
         move_to.push_back(to);
     };
     struct {
@@ -426,19 +475,24 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
                     if (!devnull)
                         throw_errno(what + ": open /dev/null");
                 }
-                add_move(devnull.get(), s.target, s.name);
+                add_own_move(devnull.get(), s.target, s.name);
                 break;
             case stdio::kind::fd:
                 add_move(s.mode.fd, s.target, s.name);
                 break;
             case stdio::kind::pipe: {
+                // Blocking for the child, non-blocking for us: each end is a file description
+                // of its own, but pipe2's O_NONBLOCK would set both. No F_GETFL: a pipe end
+                // just made has no file status flag set, and F_SETFL ignores the access mode.
                 cloexec_pipe p = make_cloexec_pipe(what + ": " + s.name);
                 bool child_reads = s.target == 0;
                 unique_fd& mine = child_reads ? p.write : p.read;
-                int fl = ::fcntl(mine.get(), F_GETFL);
-                if (fl < 0 || ::fcntl(mine.get(), F_SETFL, fl | O_NONBLOCK) < 0)
+                unique_fd& theirs = child_reads ? p.read : p.write;
+                if (::fcntl(mine.get(), F_SETFL, O_NONBLOCK) < 0)
                     throw_errno(what + ": " + s.name + ": fcntl(O_NONBLOCK)");
-                add_move(child_reads ? p.read.get() : p.write.get(), s.target, s.name);
+                add_own_move(theirs.get(), s.target, s.name);
+                if (theirs.get() >= err_at)
+                    sources.push_back(std::move(theirs));
                 s.parent_end = std::move(mine);
                 break;
             }
@@ -464,7 +518,6 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     plan.close_low = close_low.data();
     plan.nclose_low = close_low.size();
     plan.err_at = err_at;
-    plan.err_fd = err_w.get();
     // NSIG is not POSIX.1-2008; SIGRTMAX is (with the realtime signals), and is a call on
     // some libcs, so it is read here in the parent, never in the child.
 #if defined(NSIG)
@@ -494,48 +547,69 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     // our memory before it has reset its dispositions.
     sigset_t all, saved;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &saved);
     pid_t pid = -1;
     int pidfd = -1;
+    int create_errno = 0;
     bool created = false;
+    // How the child reports a failure before exec (stage and errno). A clone child shares
+    // our memory and clone returns only once it has exec'd or exited (CLONE_VM |
+    // CLONE_VFORK), so it writes the report here, as glibc's posix_spawn does: no pipe, no
+    // syscall. The portable path uses a close-on-exec pipe: POSIX leaves writes to memory
+    // by a vfork child undefined, and fork shares nothing.
+    detail::spawn_failure report{};
+    cloexec_pipe errpipe;
 #if ZREAP_HAVE_CLONE_PIDFD
     if (lp.which() == backend::pidfd) {
+        plan.err_fd = -1;
+        plan.report = &report;
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
         pid = detail::clone_with_pidfd(plan, &pidfd);
+        create_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &saved, nullptr);
         // A seccomp filter or an old kernel may refuse CLONE_PIDFD: the portable path
         // still works, and the pidfd backend then opens its pidfd itself.
-        created = pid >= 0 || (errno != ENOSYS && errno != EINVAL && errno != EPERM);
+        created =
+            pid >= 0 || (create_errno != ENOSYS && create_errno != EINVAL && create_errno != EPERM);
     }
 #endif
-    if (!created)
+    if (!created) {
+        // Made only now, with every source in place already: the child moves the write end
+        // to err_at only after its moves.
+        errpipe = make_error_pipe(err_at, what);
+        plan.err_fd = errpipe.write.get();
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
         pid = create_portable(&plan);
-    int create_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+        create_errno = errno;
+        pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+    }
     if (pid < 0)
         throw_errno(create_errno, what + ": creating the process");
     st->pid = pid;
     st->pidfd.reset(pidfd);
 
     // Our copy of the write end must go before reading, or EOF would never come.
-    err_w.reset();
+    errpipe.write.reset();
     sources.clear();
     devnull.reset();
-#if ZREAP_HAVE_VFORK || ZREAP_HAVE_CLONE_PIDFD
-    // With vfork and CLONE_VFORK the child has exec'd or exited by now, so a report, if
-    // any, is already in the pipe: read without blocking. Waiting for EOF instead could
-    // hang while a fork() made by other code in another thread still holds a copy of the
-    // write end (close-on-exec only takes effect at that child's exec).
-    const bool wait_for_eof = !ZREAP_HAVE_VFORK && !created;
-    if (!wait_for_eof) {
-        int fl = ::fcntl(errpipe.read.get(), F_GETFL);
-        if (fl >= 0)
-            ::fcntl(errpipe.read.get(), F_SETFL, fl | O_NONBLOCK);
-    }
-#endif
     detail::spawn_failure f{};
-    ssize_t n;
-    while ((n = ::read(errpipe.read.get(), &f, sizeof f)) < 0 && errno == EINTR) {
+    if (errpipe.read) {
+        ssize_t n;
+        while ((n = ::read(errpipe.read.get(), &f, sizeof f)) < 0 && errno == EINTR) {
+        }
+        if (n != static_cast<ssize_t>(sizeof f))
+            f.stage = 0;
+    } else {
+        // clone has returned, so the child has exec'd, or written this and exited. Read
+        // through volatile: the write came from another process sharing our memory, which
+        // the C++ memory model knows nothing of. The compiler must reload it anyway, since
+        // its address escaped into clone through the plan; volatile keeps that true should
+        // clone_with_pidfd ever be inlined or seen through with LTO, where nothing visible
+        // writes `report` between its zeroing above and here.
+        const volatile detail::spawn_failure& r = report;
+        f.err = r.err;
+        f.stage = r.stage;
     }
-    if (n == static_cast<ssize_t>(sizeof f)) {
+    if (f.stage != 0) {
         reap_blocking(pid);  // it has _exited already or is about to: no zombie is left
         std::string where = stage_name(f.stage);
         if (f.stage == static_cast<int>(spawn_stage::chdir))

@@ -18,7 +18,9 @@ namespace zreap::detail {
 /// Where in the child a failure happened; sent to the parent with the errno.
 enum class spawn_stage : int { dup2 = 1, setsid, setpgid, chdir, exec };
 
-/// The child's error report: written once, 8 bytes, to the close-on-exec error pipe.
+/// The child's error report: 8 bytes written once, to the close-on-exec error pipe (fork,
+/// vfork) or into the parent's memory (clone with CLONE_VM, spawn_plan::report). stage 0:
+/// no failure.
 struct spawn_failure {
     int stage;
     int err;
@@ -33,19 +35,25 @@ struct spawn_plan {
     char* const* envp = nullptr;
     const char* cwd = nullptr;  ///< nullptr: stay in the parent's working directory
 
-    /// dup2(move_from[i], move_to[i]). Every move_from is >= err_at, so no move overwrites
-    /// the source of another.
+    /// dup2(move_from[i], move_to[i]). Every move_from is >= err_at and every move_to below
+    /// it, so no move overwrites the source of another.
     const int* move_from = nullptr;
     const int* move_to = nullptr;
     std::size_t nmoves = 0;
     /// Fds in [3, err_at) that are not a move target: closed in the child.
     const int* close_low = nullptr;
     std::size_t nclose_low = 0;
-    /// The child moves the error pipe here (close-on-exec) and closes every fd above it.
+    /// One past the highest move target. After the moves, the child moves the error pipe
+    /// here (close-on-exec) and closes every fd above it; without an error pipe, it closes
+    /// every fd from err_at up.
     int err_at = 3;
-    int err_fd = -1;        ///< the error pipe's write end as the parent made it (>= err_at)
+    /// The error pipe's write end as the parent made it (>= err_at), or -1: the child shares
+    /// the parent's memory and the parent is suspended until it has exec'd or exited
+    /// (CLONE_VM | CLONE_VFORK), so it writes its report to *report instead.
+    int err_fd = -1;
+    spawn_failure* report = nullptr;
     int signal_limit = 65;  ///< one past the highest signal number to reset to SIG_DFL
-    int close_limit = 0;    ///< without closefrom(): the child closes (err_at, close_limit)
+    int close_limit = 0;    ///< without closefrom(): the child closes up to here (exclusive)
 
     enum class group_mode { inherit, new_group, new_session };
     group_mode group = group_mode::inherit;
@@ -62,14 +70,16 @@ struct spawn_plan {
 #endif
 
 /// Runs in the child: resets dispositions and mask, arranges fds, group, cwd, then execs.
-/// On failure writes a spawn_failure to the error pipe and _exits with 127.
+/// On failure writes a spawn_failure to the error pipe (or *plan.report if plan.err_fd is
+/// -1) and _exits with 127.
 [[noreturn]] ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& plan) noexcept;
 
 #if ZREAP_HAVE_CLONE_PIDFD
 /// Linux (spawn_linux.cpp): creates the child with clone(CLONE_PIDFD | CLONE_VM |
 /// CLONE_VFORK) on a stack of its own, so the pidfd names this very process from the
 /// start. Returns the pid and sets *pidfd (close-on-exec), or returns -1 with errno.
-/// Returns only after the child has exec'd or exited.
+/// Returns only after the child has exec'd or exited, so a failure report the child wrote
+/// to *plan.report is there to read.
 pid_t clone_with_pidfd(const spawn_plan& plan, int* pidfd) noexcept;
 
 /// pidfd_send_signal(2); 0, or -1 with errno.

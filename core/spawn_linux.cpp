@@ -7,7 +7,9 @@
 //
 // CLONE_VM | CLONE_VFORK makes it as cheap as posix_spawn (no page-table copy) and means
 // clone returns only once the child has exec'd or exited. Sharing memory is why the child
-// gets a stack of its own and runs only spawn_child_main, which never allocates.
+// gets a stack of its own and runs only spawn_child_main, which never allocates; it is also
+// what lets the child report a failure before exec straight into the parent's memory
+// (spawn_plan::report) instead of through a pipe.
 
 #include <sched.h>
 #include <signal.h>

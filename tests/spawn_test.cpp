@@ -120,6 +120,21 @@ class Spawn : public ::testing::TestWithParam<backend> {
         return 0;
     }
 
+    // What a spawn threw: errno and message; {0, ""} if it threw nothing.
+    struct failure {
+        int err = 0;
+        std::string what;
+        bool says(const std::string& s) const { return what.find(s) != std::string::npos; }
+    };
+    static failure failure_of(const std::function<void()>& f) {
+        try {
+            f();
+        } catch (const std::system_error& e) {
+            return {e.code().value(), e.what()};
+        }
+        return {};
+    }
+
     sigset_t mask_before_{};
     std::set<int> fds_before_;
 };
@@ -192,12 +207,21 @@ TEST_P(Spawn, MissingProgramThrowsEnoent) {
     auto cb = [&](const exit_status&) { called = true; };
     spawn_options o;
     o.argv = {"/nonexistent/zreap-no-such-program"};
-    EXPECT_EQ(errno_of([&] { zreap::spawn(lp, o, cb); }), ENOENT);
+    failure f = failure_of([&] { zreap::spawn(lp, o, cb); });
+    EXPECT_EQ(f.err, ENOENT);
+    EXPECT_TRUE(f.says("zreap::spawn(/nonexistent/zreap-no-such-program): execve")) << f.what;
     o.argv = {"zreap-no-such-program-on-path"};
-    EXPECT_EQ(errno_of([&] { zreap::spawn(lp, o, cb); }), ENOENT);
+    f = failure_of([&] { zreap::spawn(lp, o, cb); });
+    EXPECT_EQ(f.err, ENOENT);
+    EXPECT_TRUE(f.says("execve")) << f.what;
     EXPECT_EQ(lp.size(), 0u) << "a failed spawn must not register anything";
     EXPECT_EQ(reap_leftovers(), 0) << "the failed child must be reaped by spawn itself";
     EXPECT_FALSE(called);
+    // A failure report is the failed spawn's alone: the next spawn succeeds.
+    int code = -1;
+    zreap::spawn(lp, helper({"exit", "4"}), [&](const exit_status& s) { code = s.exit_code(); });
+    ASSERT_TRUE(run_until(lp, [&] { return code >= 0; }));
+    EXPECT_EQ(code, 4);
 }
 
 TEST_P(Spawn, NonExecutableFileThrowsEacces) {
@@ -227,14 +251,11 @@ TEST_P(Spawn, MissingCwdThrowsEnoent) {
     auto lp = make();
     auto o = helper({"exit", "0"});
     o.cwd = "/nonexistent/zreap-dir";
-    std::string msg;
-    try {
-        zreap::spawn(lp, o, [](const exit_status&) {});
-    } catch (const std::system_error& e) {
-        EXPECT_EQ(e.code().value(), ENOENT);
-        msg = e.what();
-    }
-    EXPECT_NE(msg.find("chdir"), std::string::npos) << msg;
+    failure f = failure_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
+    EXPECT_EQ(f.err, ENOENT);
+    EXPECT_TRUE(f.says("chdir to /nonexistent/zreap-dir")) << f.what;
+    EXPECT_EQ(lp.size(), 0u);
+    EXPECT_EQ(reap_leftovers(), 0) << "the failed child must be reaped by spawn itself";
 }
 
 TEST_P(Spawn, StdinAndStdoutPipes) {
@@ -260,6 +281,51 @@ TEST_P(Spawn, StdinAndStdoutPipes) {
     ASSERT_TRUE(run_until(lp, [&] { return r.exited && r.out_eof; }));
     EXPECT_EQ(r.out, "hello\n");
     EXPECT_EQ(r.status.exit_code(), 0);
+}
+
+TEST_P(Spawn, PipesAndNullAtLowNumbers) {
+    // With fd 0 closed in the parent, /dev/null opened for the child's stdin gets fd 0; with
+    // a pass_fds target at 60, the pipes spawn makes get numbers below it. Either way such
+    // fds must first be moved out of the way of the child's dup2 calls (dup2(0, 0) would
+    // not even clear close-on-exec), and the child gets exactly stdio and its pass_fds.
+    for (bool high_target : {false, true}) {
+        SCOPED_TRACE(high_target ? "pass_fds target 60" : "no pass_fds");
+        auto lp = make();
+        auto o = helper({"fds"});
+        o.stdin_mode = stdio::null;
+        o.stdout_mode = stdio::pipe;
+        o.stderr_mode = stdio::pipe;
+        int extra = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(extra, 0);
+        if (high_target)
+            o.pass_fds = {{extra, 60}};
+        int saved_stdin = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+        ASSERT_GE(saved_stdin, 0);
+        ::close(0);
+        outcome r;
+        std::string err;
+        try {
+            zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+                r.exited = true;
+                r.status = s;
+            });
+            ::dup2(saved_stdin, 0);
+            capture(lp, c.stdout_fd(), r.out, r.out_eof);
+            capture(lp, c.stderr_fd(), r.err, r.err_eof);
+            EXPECT_TRUE(run_until(lp, [&] { return r.exited && r.out_eof && r.err_eof; }));
+        } catch (const std::system_error& e) {
+            ::dup2(saved_stdin, 0);
+            err = e.what();
+        }
+        ::close(saved_stdin);
+        ::close(extra);
+        EXPECT_EQ(err, "");
+        EXPECT_EQ(r.status.exit_code(), 0);
+        std::set<std::string> want{"0", "1", "2"};
+        if (high_target)
+            want.insert("60");
+        EXPECT_EQ(lines(r.out), want);
+    }
 }
 
 TEST_P(Spawn, StderrPipe) {
@@ -487,6 +553,51 @@ TEST_P(Spawn, ChildInheritsNoStrayFds) {
     ::close(passed);
 }
 
+TEST_P(Spawn, ParentWithoutStdinStillWiresTheChildsStdout) {
+    // A daemon with fd 0 closed: a pipe spawn makes for itself then gets fd 0 and the first
+    // free number above the child's fds (err_at), so the first fd prepared for the child
+    // lands on err_at once that pipe end has moved on. The child must still get it as
+    // its stdout, not the error pipe in its place.
+    int out[2];
+    ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+    auto lp = make();
+    int saved_stdin = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+    ASSERT_GE(saved_stdin, 0);
+    ::close(0);
+    // err_at is the lowest free number above 2: one past the highest pass_fds target.
+    int first_free = ::fcntl(2, F_DUPFD_CLOEXEC, 3);
+    ::close(first_free);
+    auto o = helper({"cwd"});
+    o.cwd = "/";
+    o.stdout_mode = stdio::use_fd(out[1]);
+    if (first_free > 3)
+        o.pass_fds = {{out[1], first_free - 1}};
+    bool done = false;
+    int code = -1;
+    std::string err;
+    try {
+        zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
+            done = true;
+            code = s.exit_code();
+        });
+        ::close(out[1]);
+        out[1] = -1;
+        EXPECT_TRUE(run_until(lp, [&] { return done; }));
+    } catch (const std::system_error& e) {
+        err = e.what();
+    }
+    ::dup2(saved_stdin, 0);
+    ::close(saved_stdin);
+    if (out[1] >= 0)
+        ::close(out[1]);
+    EXPECT_EQ(err, "");
+    EXPECT_EQ(code, 0);
+    char buf[64];
+    ssize_t n = ::read(out[0], buf, sizeof buf);
+    ::close(out[0]);
+    EXPECT_EQ(std::string(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0))), "/\n");
+}
+
 TEST_P(Spawn, PassFdsMayTargetEachOthersNumbers) {
     // {a -> b's number, b -> a's number}: a naive dup2 sequence would overwrite b's fd
     // before moving it. The child writes to the fd numbered like b's write end, which must
@@ -648,8 +759,10 @@ TEST_P(Spawn, DestroyingTheChildObjectStillReportsTheExit) {
 
 #if ZREAP_TEST_SECCOMP
 // A kernel or a container whose seccomp filter refuses clone(CLONE_PIDFD): spawn falls back
-// to the portable path (and the pidfd backend to pidfd_open) instead of failing. Run in a
-// death-test child, since a seccomp filter cannot be removed again.
+// to the portable path (and the pidfd backend to pidfd_open) instead of failing. Exec
+// failures then come back through the error pipe, as exceptions just the same, and the
+// stdio wiring is the same. Run in a death-test child, since a seccomp filter cannot be
+// removed again; each failed check exits with its own code.
 TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     const backend b = GetParam();
@@ -671,7 +784,41 @@ TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
                 std::_Exit(11);
             if (!run_until(lp, [&] { return code >= 0; }))
                 std::_Exit(12);
-            std::_Exit(code == 7 ? 0 : 13);
+            if (code != 7)
+                std::_Exit(13);
+
+            const std::set<int> fds = open_fds();
+            spawn_options missing;
+            missing.argv = {"/nonexistent/zreap-no-such-program"};
+            failure f = failure_of([&] { zreap::spawn(lp, missing, [](const exit_status&) {}); });
+            if (f.err != ENOENT || !f.says("execve"))
+                std::_Exit(14);
+            auto no_cwd = helper({"exit", "0"});
+            no_cwd.cwd = "/nonexistent/zreap-dir";
+            f = failure_of([&] { zreap::spawn(lp, no_cwd, [](const exit_status&) {}); });
+            if (f.err != ENOENT || !f.says("chdir to /nonexistent/zreap-dir"))
+                std::_Exit(15);
+            if (reap_leftovers() != 0)
+                std::_Exit(16);
+            if (open_fds() != fds)
+                std::_Exit(17);
+            if (lp.size() != 0)
+                std::_Exit(18);
+
+            auto cwd = helper({"cwd"});
+            cwd.cwd = "/";
+            cwd.stdout_mode = stdio::pipe;
+            // On the same loop: signalfd and libev allow one per process.
+            outcome r;
+            zreap::child k = zreap::spawn(lp, cwd, [&](const exit_status& s) {
+                r.exited = true;
+                r.status = s;
+            });
+            capture(lp, k.stdout_fd(), r.out, r.out_eof);
+            if (!run_until(lp, [&] { return r.exited && r.out_eof; }) ||
+                r.status.exit_code() != 0 || r.out != "/\n")
+                std::_Exit(19);
+            std::_Exit(0);
         },
         ::testing::ExitedWithCode(0), "");
 }
