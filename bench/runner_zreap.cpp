@@ -87,19 +87,6 @@ class zreap_runner final : public runner {
     void watch(pid_t pid, std::function<void()> on_exit) override {
         loop_.watch_child(pid, [cb = std::move(on_exit)](const zreap::exit_status&) { cb(); });
     }
-    // The exec'd children are started the way a zreap program starts them: zreap::spawn,
-    // which with the pidfd backend gets the pidfd from clone(CLONE_PIDFD) (no pidfd_open).
-    // Like posix_spawn_child: the given stdin/stdout or /dev/null, stderr inherited.
-    pid_t spawn(const spawn_request& req, std::function<void()> on_exit) override {
-        zreap::spawn_options o;
-        o.argv = req.argv;
-        o.stdin_mode = req.stdin_fd >= 0 ? zreap::stdio::use_fd(req.stdin_fd) : zreap::stdio::null;
-        o.stdout_mode =
-            req.stdout_fd >= 0 ? zreap::stdio::use_fd(req.stdout_fd) : zreap::stdio::null;
-        zreap::child c =
-            zreap::spawn(loop_, o, [cb = std::move(on_exit)](const zreap::exit_status&) { cb(); });
-        return c.pid();
-    }
     void add_zmq_reader(void* socket, std::function<bool()> serve) override {
         // zmq_poll re-checks ZMQ_EVENTS, so readiness is level-triggered: one per call.
         loop_.add_socket(socket, ZMQ_POLLIN, [serve = std::move(serve)](short) { serve(); });
