@@ -476,11 +476,12 @@ source_id loop::add_timer(std::chrono::milliseconds first, std::chrono::millisec
 
 source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
                             const watch_options& options) {
-    const std::string what = "zreap::loop::watch_child(" + std::to_string(pid) + ")";
+    // Built only for an error message: watch_child is on every child's path.
+    auto what = [pid] { return "zreap::loop::watch_child(" + std::to_string(pid) + ")"; };
     if (pid <= 0)
-        detail::throw_errno(EINVAL, what + ": not a process id");
+        detail::throw_errno(EINVAL, what() + ": not a process id");
     if (!cb)
-        detail::throw_errno(EINVAL, what + ": empty callback");
+        detail::throw_errno(EINVAL, what() + ": empty callback");
     // WNOWAIT: ask whether pid is our unreaped child without reaping it.
     siginfo_t si{};
     int rc;
@@ -490,11 +491,11 @@ source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> c
     if (rc < 0) {
         int err = errno;
         detail::throw_errno(err, err == ECHILD
-                                     ? what + ": not a child of this process, or already reaped"
-                                     : what + ": waitid");
+                                     ? what() + ": not a child of this process, or already reaped"
+                                     : what() + ": waitid");
     }
     if (!detail::claim_pid(pid))
-        detail::throw_errno(EEXIST, what + ": already watched by a zreap loop in this process");
+        detail::throw_errno(EEXIST, what() + ": already watched by a zreap loop in this process");
     try {
         impl_->watcher->watch(pid, options.pidfd);
     } catch (...) {

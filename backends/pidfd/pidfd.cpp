@@ -53,7 +53,10 @@ class pidfd_watcher final : public child_watcher {
     const int* direct_fds() const noexcept override { return direct_; }
 
     void watch(pid_t pid, int pidfd) override {
-        const std::string what = "zreap pidfd backend: watch_child(" + std::to_string(pid) + ")";
+        // Built only for an error message: watch() is on every child's path.
+        auto what = [pid] {
+            return "zreap pidfd backend: watch_child(" + std::to_string(pid) + ")";
+        };
         // A pidfd handed over by the caller came from clone(CLONE_PIDFD): it names this
         // very process even if the pid is reused later. Otherwise pidfd_open now; the loop
         // has just checked that pid is our unreaped child, so the pid cannot have been
@@ -61,7 +64,7 @@ class pidfd_watcher final : public child_watcher {
         entry e{unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0)),
                 -1};
         if (!e.fd)
-            throw_errno(what + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
+            throw_errno(what() + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
         if (pidfds_.size() < direct_count) {
             for (int i = 0; i < static_cast<int>(direct_count); ++i) {
                 if (direct_[i] < 0) {
@@ -75,7 +78,7 @@ class pidfd_watcher final : public child_watcher {
             ev.events = EPOLLIN | EPOLLONESHOT;
             ev.data.u64 = static_cast<std::uint64_t>(pid);
             if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e.fd.get(), &ev) != 0)
-                throw_errno(what + ": epoll_ctl(ADD)");
+                throw_errno(what() + ": epoll_ctl(ADD)");
         }
         auto it = pidfds_.emplace(pid, std::move(e)).first;
         if (it->second.slot >= 0) {
