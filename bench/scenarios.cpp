@@ -156,6 +156,34 @@ std::int64_t fork_latency(runner* r, volatile std::int64_t* shm, int delay) {
 
 constexpr int warmup_samples = 5;
 
+// The latency rows of a subject: each sample of the subject is paired with one of the floor
+// (a blocking waitpid on the same kind of child, no loop involved) taken right before or
+// after it in the same worker, in alternating order, emitted as "pf_<key>". The ratio of the
+// two is then free of the drift between one worker and the next on a shared machine, which
+// moves the floor by 10-30% from block to block. The subject's loop does not run during a
+// floor sample, so no subject can take the floor's child; its SIGCHLD, if the subject
+// listens, names a pid it does not watch.
+template <typename F>
+void paired_samples(const std::string& key, runner* r, const params& p, F sample) {
+    for (int i = 0; i < warmup_samples + p.latency_samples; ++i) {
+        std::int64_t v = 0, f = 0;
+        if (!r) {
+            v = sample(nullptr);
+        } else if (i % 2 == 0) {
+            v = sample(r);
+            f = sample(nullptr);
+        } else {
+            f = sample(nullptr);
+            v = sample(r);
+        }
+        if (i < warmup_samples)
+            continue;
+        emit(key, static_cast<double>(v));
+        if (r)
+            emit("pf_" + key, static_cast<double>(f));
+    }
+}
+
 void lat_fork(runner* r, const params& p) {
     if (r && !r->can_watch_foreign_pid()) {
         note("fork/_exit children: not applicable (libuv only watches children it spawned)");
@@ -165,21 +193,15 @@ void lat_fork(runner* r, const params& p) {
     if (m == MAP_FAILED)
         fail("mmap");
     auto* shm = static_cast<volatile std::int64_t*>(m);
-    for (int i = 0; i < warmup_samples + p.latency_samples; ++i) {
-        std::int64_t v = fork_latency(r, shm, p.delay_us);
-        if (i >= warmup_samples)
-            emit("lat_fork", static_cast<double>(v));
-    }
+    paired_samples("lat_fork", r, p,
+                   [&](runner* who) { return fork_latency(who, shm, p.delay_us); });
     ::munmap(m, 4096);
 }
 
 void lat_exec(runner* r, const params& p, const std::string& helper) {
     fd_pair stamp;
-    for (int i = 0; i < warmup_samples + p.latency_samples; ++i) {
-        std::int64_t v = exec_latency(r, stamp, helper, p.delay_us);
-        if (i >= warmup_samples)
-            emit("lat_exec", static_cast<double>(v));
-    }
+    paired_samples("lat_exec", r, p,
+                   [&](runner* who) { return exec_latency(who, stamp, helper, p.delay_us); });
 }
 
 void throughput(runner* r, const params& p, const std::string& helper) {

@@ -103,6 +103,13 @@ struct key_info {
 };
 
 key_info describe(const std::string& key, const params& p) {
+    if (key.rfind("pf_", 0) == 0) {
+        key_info base = describe(key.substr(3), p);
+        return {base.title +
+                    ": the floor taken in each subject's worker, sample by sample (paired); "
+                    "ratios are the subject's over it",
+                base.unit, base.scale, true};
+    }
     if (key == "lat_fork")
         return {"exit -> notice, fork/_exit child", "us", 1e3, true};
     if (key == "lat_exec")
@@ -191,8 +198,10 @@ void sort_keys(std::vector<std::string>& keys) {
             "idle_wps", "idle_polls", "load_quiet", "load_storm", "load_storm_time"};
         if (k.rfind("scale_", 0) == 0)
             return {4, std::stoi(k.substr(6))};
-        auto it = std::find(order.begin(), order.end(), k);
-        return {static_cast<int>(it - order.begin()), 0};
+        // A paired floor right after its own row.
+        const bool paired = k.rfind("pf_", 0) == 0;
+        auto it = std::find(order.begin(), order.end(), paired ? k.substr(3) : k);
+        return {static_cast<int>(it - order.begin()), paired ? 1 : 0};
     };
     std::stable_sort(keys.begin(), keys.end(),
                      [&](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
@@ -314,7 +323,8 @@ void print_table(const options& opt, const results& res, const std::vector<std::
         const auto& by_subject = res.samples.at(key);
         stats floor;
         bool have_floor = false;
-        if (auto it = by_subject.find("floor"); ki.ratio && it != by_subject.end()) {
+        const bool paired = key.rfind("pf_", 0) == 0;
+        if (auto it = by_subject.find("floor"); ki.ratio && !paired && it != by_subject.end()) {
             floor = compute(it->second);
             have_floor = true;
         }
@@ -331,6 +341,18 @@ void print_table(const options& opt, const results& res, const std::vector<std::
             double r50 = have_floor ? s.p50 / floor.p50 : NAN;
             double r99 = have_floor ? s.p99 / floor.p99 : NAN;
             double rmax = have_floor ? s.max / floor.max : NAN;
+            if (paired) {
+                // This row is the subject's own floor; the ratios are the subject's samples
+                // of the unpaired row over it.
+                auto own = res.samples.at(key.substr(3)).find(subj);
+                if (own == res.samples.at(key.substr(3)).end())
+                    continue;
+                stats mine = compute(own->second);
+                r50 = mine.p50 / s.p50;
+                r99 = mine.p99 / s.p99;
+                rmax = mine.max / s.max;
+            }
+            const bool show_ratio = have_floor || paired;
             char row[256];
             std::snprintf(row, sizeof row, "  %-16s %6zu %10s %10s %10s %9s %9s %9s\n",
                           subj.c_str(), s.n, fmt(s.p50 / ki.scale).c_str(),
@@ -339,9 +361,9 @@ void print_table(const options& opt, const results& res, const std::vector<std::
             os << row;
             csv << key << "," << subj << "," << s.n << "," << s.p50 / ki.scale << ","
                 << s.p99 / ki.scale << "," << s.max / ki.scale << "," << s.mean / ki.scale << ","
-                << ki.unit << "," << (have_floor ? std::to_string(r50) : "") << ","
-                << (have_floor ? std::to_string(r99) : "") << ","
-                << (have_floor ? std::to_string(rmax) : "") << ",\"" << ki.title << "\"\n";
+                << ki.unit << "," << (show_ratio ? std::to_string(r50) : "") << ","
+                << (show_ratio ? std::to_string(r99) : "") << ","
+                << (show_ratio ? std::to_string(rmax) : "") << ",\"" << ki.title << "\"\n";
         }
     }
     bool any_notes = false;
