@@ -135,14 +135,7 @@ TEST_P(Contract, ManySimultaneousExits) {
     for (int i = 0; i < n; ++i) {
         int rd = fds[0];
         int code = i % 256;
-        pid_t pid = fork_child(
-            [rd, code] {
-                char c;
-                while (read(rd, &c, 1) < 0 && errno == EINTR) {
-                }
-                return code;
-            },
-            rd);
+        pid_t pid = gate_reader(rd, code);
         expected[pid] = code;
         lp.watch_child(pid, [&](const exit_status& s) {
             ++calls;
@@ -211,14 +204,7 @@ TEST_P(Contract, ManyLiveChildrenBesideAForeignZombie) {
     for (int i = 0; i < n; ++i) {
         int rd = gate[0];
         int code = 1 + i % 200;
-        pid_t pid = fork_child(
-            [rd, code] {
-                char c;
-                while (read(rd, &c, 1) < 0 && errno == EINTR) {
-                }
-                return code;
-            },
-            rd);
+        pid_t pid = gate_reader(rd, code);
         expected[pid] = code;
         lp.watch_child(pid, [&](const exit_status& s) {
             ++calls;
@@ -353,14 +339,7 @@ TEST_P(Contract, ForkedCopiesOfLoopFdsDoNotMakeItSpin) {
     std::map<pid_t, int> got;
     for (int i = 0; i < n; ++i) {
         int rd = go[0];
-        pid_t pid = fork_child(
-            [rd] {
-                char c;
-                while (read(rd, &c, 1) < 0 && errno == EINTR) {
-                }
-                return 0;
-            },
-            rd);
+        pid_t pid = gate_reader(rd);
         lp.watch_child(pid, [&](const exit_status& s) { ++got[s.pid]; });
     }
     close(go[0]);

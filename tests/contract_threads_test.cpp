@@ -101,17 +101,6 @@ class unblocked_thread {
     std::vector<pid_t> forked_;
 };
 
-pid_t gated_on(int rd, int code) {
-    return fork_child(
-        [rd, code] {
-            char c;
-            while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-            }
-            return code;
-        },
-        rd);
-}
-
 // The gate_child program with its stdin on @p gate_rd: it exits with @p code when the gate's
 // write end is closed. posix_spawn, not fork: cheap even from a large (sanitized) process.
 pid_t spawn_gated(int gate_rd, int code) {
@@ -164,7 +153,7 @@ TEST_P(ContractThreads, UnblockedThreadBeforeLoop) {
     ASSERT_EQ(pipe2(gate, O_CLOEXEC), 0);
     std::vector<pid_t> pids = helper.fork_gated(n / 2, gate[0], 0);
     for (int i = n / 2; i < n; ++i)
-        pids.push_back(gated_on(gate[0], i % 256));
+        pids.push_back(gate_reader(gate[0], i % 256));
     close(gate[0]);
     std::map<pid_t, int> expected, got, calls;
     for (int i = 0; i < n; ++i) {

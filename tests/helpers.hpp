@@ -49,6 +49,19 @@ pid_t fork_child(F body, int keep_fd = -1) {
     return pid;
 }
 
+/// A child that exits with @p code once it reads a byte, or end of file, from @p rd: the read
+/// end of a gate pipe, the only fd it keeps besides stdio.
+inline pid_t gate_reader(int rd, int code = 0) {
+    return fork_child(
+        [rd, code] {
+            char c;
+            while (::read(rd, &c, 1) < 0 && errno == EINTR) {
+            }
+            return code;
+        },
+        rd);
+}
+
 /// A child that exits with @p code at once.
 inline pid_t exit_now(int code) {
     return fork_child([code] { return code; });
@@ -77,14 +90,7 @@ class gated_child {
         if (::pipe2(fds, O_CLOEXEC) != 0)
             throw std::runtime_error("pipe2 failed");
         int rd = fds[0];
-        pid_ = fork_child(
-            [rd, code] {
-                char c;
-                while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-                }
-                return code;
-            },
-            rd);
+        pid_ = gate_reader(rd, code);
         ::close(rd);
         write_ = fds[1];
     }
