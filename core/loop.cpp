@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <deque>
+#include <exception>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -101,6 +102,8 @@ struct loop::impl {
     std::size_t direct_n = 0;
     std::size_t first_io_item = 0;
     std::vector<short> direct_revents;
+    std::vector<zmq_pollitem_t> zitems;  // the zmq_poll set: items without unused entries
+    std::vector<std::size_t> zitem_index;
     bool has_sockets = false;
     bool items_dirty = true;
 
@@ -195,12 +198,36 @@ struct loop::impl {
             items[first_direct_item + i].fd = dfds[i];
             pfds[first_direct_item + i].fd = dfds[i];
         }
-        if (has_sockets) {
+        bool unused_direct = false;
+        for (std::size_t i = 0; i < direct_n; ++i)
+            unused_direct = unused_direct || dfds[i] < 0;
+        if (has_sockets && !unused_direct) {
             for (auto& item : items)
                 item.revents = 0;
             int rc = zmq_poll(items.data(), static_cast<int>(items.size()), wait);
             if (rc < 0)
                 err = zmq_errno();
+            return rc;
+        }
+        if (has_sockets) {
+            // Without the unused direct entries (fd -1): poll() skips those, but libzmq
+            // hands a set with a thread-safe socket to its poller, which refuses them.
+            zitems.clear();
+            zitem_index.clear();
+            for (std::size_t i = 0; i < items.size(); ++i) {
+                items[i].revents = 0;
+                if (items[i].socket || items[i].fd >= 0) {
+                    zitems.push_back(items[i]);
+                    zitem_index.push_back(i);
+                }
+            }
+            int rc = zmq_poll(zitems.data(), static_cast<int>(zitems.size()), wait);
+            if (rc < 0) {
+                err = zmq_errno();
+                return rc;
+            }
+            for (std::size_t j = 0; j < zitems.size(); ++j)
+                items[zitem_index[j]].revents = zitems[j].revents;
             return rc;
         }
         int rc = ::poll(pfds.data(), static_cast<nfds_t>(pfds.size()), wait);
@@ -335,6 +362,21 @@ struct loop::impl {
         return n;
     }
 
+    // Moves the statuses the watcher just reported into the queue of pending exits.
+    void queue_reaped() {
+        for (const exit_status& st : reap_buf) {
+            ++stats.exits;
+            auto c = children.find(st.pid);
+            if (c == children.end())
+                continue;  // only a foreign-reaping backend does this
+            sources[c->second].reaped = true;
+            pending.push_back({c->second, st});
+            children.erase(c);
+            detail::release_pid(st.pid);
+        }
+        reap_buf.clear();
+    }
+
     int run_once(milliseconds timeout) {
         const bool has_deadline = timeout.count() >= 0;
         const clock::time_point deadline =
@@ -381,17 +423,18 @@ struct loop::impl {
                                      ? opts.max_exits_per_iteration - pending.size()
                                      : 0;
             reap_buf.clear();
-            watcher_more = budget > 0 ? watcher->reap(r, reap_buf, budget) : true;
-            for (const exit_status& st : reap_buf) {
-                ++stats.exits;
-                auto c = children.find(st.pid);
-                if (c == children.end())
-                    continue;  // only a foreign-reaping backend does this
-                sources[c->second].reaped = true;
-                pending.push_back({c->second, st});
-                children.erase(c);
-                detail::release_pid(st.pid);
+            // A failure to reap (a waitid error) is reported after this iteration's
+            // dispatch: the exits the backend did reap are gone from the kernel and are
+            // delivered first, and one child that cannot be reaped must not hold back the
+            // others' callbacks on every later iteration.
+            std::exception_ptr reap_error;
+            try {
+                watcher_more = budget > 0 ? watcher->reap(r, reap_buf, budget) : true;
+            } catch (...) {
+                reap_error = std::current_exception();
+                watcher_more = false;
             }
+            queue_reaped();
 
             // Output before exit: fds first, so a child's last words are read before its
             // exit callback runs; then exits; then timers.
@@ -399,6 +442,8 @@ struct loop::impl {
             bool deferred = false;
             n += dispatch_exits(deferred);
             n += dispatch_timers(clock::now());
+            if (reap_error)
+                std::rethrow_exception(reap_error);
             if (n > 0)
                 return n;
             if (!interrupted && !deferred && !immediate && !r.woken && !direct_ready)

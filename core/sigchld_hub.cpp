@@ -60,7 +60,10 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
             // The pid before the flag: a subscriber that sees the flag sees the pid.
             if (pid > 0 && s.hints)
                 s.hints->put(pid);
-            s.flag->store(1, std::memory_order_release);
+            // A read-modify-write, not a store: it continues the release sequence of a
+            // handler on another thread that stored a hint and set the flag before it
+            // forwarded the signal here, so the loop that takes the flag sees that hint.
+            s.flag->exchange(1, std::memory_order_acq_rel);
             pthread_t t = s.thread.load(std::memory_order_relaxed);
             if (from_kernel && !pthread_equal(t, pthread_self())) {
                 forwarded.fetch_add(1, std::memory_order_relaxed);

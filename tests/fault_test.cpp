@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -607,6 +608,90 @@ TEST(FaultPidfd, SigIgnAfterWatchReportedUnknown) {
     sigaction(SIGCHLD, &old, nullptr);
     ASSERT_TRUE(reported);
     EXPECT_TRUE(seen.unknown()) << to_string(seen);
+}
+#endif
+
+#if ZREAP_HAVE_PIDFD && ZREAP_TEST_HAVE_SECCOMP
+// The fd of this process that is a pidfd for @p pid (its fdinfo says "Pid:\t<pid>"), or -1.
+int pidfd_of(pid_t pid) {
+    const std::string want = "Pid:\t" + std::to_string(pid) + "\n";
+    for (int fd = 3; fd < 1024; ++fd) {
+        std::FILE* f = std::fopen(("/proc/self/fdinfo/" + std::to_string(fd)).c_str(), "re");
+        if (!f)
+            continue;
+        char buf[1024];
+        std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+        std::fclose(f);
+        if (std::string(buf, n).find(want) != std::string::npos)
+            return fd;
+    }
+    return -1;
+}
+
+// Makes waitid(P_PIDFD, @p fd, ...) fail with @p err, and nothing else.
+std::string refuse_waitid_on(int fd, int err) {
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx)
+        return "seccomp_init failed";
+    int rc = seccomp_rule_add(
+        ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 2,
+        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_PIDFD)),
+        SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(fd)));
+    if (rc == 0)
+        rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+}
+
+// One child whose waitid fails (EIO from a filter) makes the loop throw, but the other
+// exits of the same batch are reaped and reported, and that child's pidfd stays armed: the
+// error comes again on later iterations instead of the exit being silently lost.
+TEST(FaultPidfd, OneUnreapableChildDoesNotHoldBackTheOthers) {
+    std::string failure = in_forked_child([]() -> std::string {
+        gated_group kids;
+        gated_child stuck(9);
+        std::map<pid_t, int> seen;
+        zreap::loop lp(backend::pidfd);
+        std::vector<pid_t> pids;
+        for (int i = 0; i < 7; ++i) {
+            pids.push_back(kids.add(10 + i));
+            lp.watch_child(pids.back(), [&](const exit_status& s) { ++seen[s.pid]; });
+        }
+        // The eighth child's pidfd is in the epoll set (the first four are polled directly).
+        lp.watch_child(stuck.pid(), [&](const exit_status& s) { ++seen[s.pid]; });
+        const int blocked = pidfd_of(stuck.pid());
+        CHILD_CHECK(blocked >= 0);
+        if (std::string e = refuse_waitid_on(blocked, EIO); !e.empty())
+            return e;
+        // The stuck child first, then the others, all before the loop looks: epoll reports
+        // them in one batch with the stuck one at its head.
+        stuck.open();
+        wait_until_zombie(stuck.pid());
+        kids.open();
+        for (pid_t pid : pids)
+            wait_until_zombie(pid);
+        int errors = 0;
+        std::string what;
+        auto end = clock_type::now() + 20s;
+        while ((seen.size() < 7 || errors < 2) && clock_type::now() < end) {
+            try {
+                lp.run_once(100ms);
+            } catch (const std::system_error& e) {
+                ++errors;
+                what = e.what();
+                CHILD_CHECK(e.code().value() == EIO);
+            }
+        }
+        if (seen.size() != 7)
+            return "reported " + std::to_string(seen.size()) + " of 7 exits, " +
+                   std::to_string(errors) + " errors, last: " + what;
+        for (auto& [pid, calls] : seen)
+            CHILD_CHECK(calls == 1 && pid != stuck.pid());
+        CHILD_CHECK(errors >= 2);  // still armed after the first error
+        CHILD_CHECK(what.find("waitid(P_PIDFD)") != std::string::npos);
+        return "";
+    });
+    EXPECT_EQ(failure, "");
 }
 #endif
 

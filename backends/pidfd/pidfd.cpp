@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <exception>
 #include <iterator>
 #include <string>
 #include <unordered_map>
@@ -63,7 +64,9 @@ class pidfd_watcher final : public child_watcher {
         // has just checked that pid is our unreaped child, so the pid cannot have been
         // recycled in between unless other code reaps children it does not own.
         // Room for this child's fd among the retired ones, so that retire() never allocates.
-        retired_.reserve(pidfds_.size() + retired_.size() + 1);
+        if (const std::size_t need = pidfds_.size() + retired_.size() + 1;
+            retired_.capacity() < need)
+            retired_.reserve(std::max(need, 2 * retired_.capacity()));
         entry e{unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0)),
                 -1};
         if (!e.fd)
@@ -77,10 +80,7 @@ class pidfd_watcher final : public child_watcher {
             }
         }
         if (e.slot < 0) {
-            epoll_event ev{};
-            ev.events = EPOLLIN | EPOLLONESHOT;
-            ev.data.u64 = static_cast<std::uint64_t>(pid);
-            if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, e.fd.get(), &ev) != 0)
+            if (!arm(e.fd.get(), pid, EPOLL_CTL_ADD))
                 throw_errno(what() + ": epoll_ctl(ADD)");
         }
         auto it = pidfds_.emplace(pid, std::move(e)).first;
@@ -112,6 +112,7 @@ class pidfd_watcher final : public child_watcher {
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
         const std::size_t limit = out.size() + max;
         bool direct_more = false;
+        std::exception_ptr error;  // the first failure; the rest of the batch is still reaped
         if (r.direct_revents) {
             for (std::size_t i = 0; i < direct_count; ++i) {
                 if (!r.direct_revents[i] || direct_[i] < 0)
@@ -121,12 +122,20 @@ class pidfd_watcher final : public child_watcher {
                     break;
                 }
                 auto it = pidfds_.find(direct_pid_[i]);
-                if (it != pidfds_.end())
+                if (it == pidfds_.end())
+                    continue;
+                try {
                     reap_one(it, out);
+                } catch (...) {
+                    if (!error)
+                        error = std::current_exception();
+                }
             }
         }
         if ((!r.woken && !more_) || out.size() >= limit) {
             more_ = more_ || (r.woken && out.size() >= limit);
+            if (error)
+                std::rethrow_exception(error);
             return more_ || direct_more;
         }
         epoll_event evs[256];
@@ -134,14 +143,30 @@ class pidfd_watcher final : public child_watcher {
         int n;
         while ((n = ::epoll_wait(epoll_.get(), evs, cap, 0)) < 0 && errno == EINTR) {
         }
-        if (n < 0)
+        if (n < 0) {
+            if (error)
+                std::rethrow_exception(error);
             throw_errno("zreap pidfd backend: epoll_wait");
+        }
         for (int i = 0; i < n; ++i) {
             auto it = pidfds_.find(static_cast<pid_t>(evs[i].data.u64));
-            if (it != pidfds_.end())
+            if (it == pidfds_.end())
+                continue;
+            try {
                 reap_one(it, out);
+            } catch (...) {
+                // epoll_wait disarmed it (EPOLLONESHOT): arm it again, or its exit would
+                // never be reported however often the loop runs after this error.
+                arm(it->second.fd.get(), it->first, EPOLL_CTL_MOD);
+                if (!error)
+                    error = std::current_exception();
+            }
         }
         more_ = n == cap;
+        // One child that cannot be reaped does not hold back the others of the batch: they
+        // are in @p out, which the loop keeps when this throws.
+        if (error)
+            std::rethrow_exception(error);
         return more_ || direct_more;
     }
 
@@ -155,6 +180,14 @@ class pidfd_watcher final : public child_watcher {
         int slot;  // index in direct_, or -1: in the epoll set
     };
     using entry_iter = std::unordered_map<pid_t, entry>::iterator;
+
+    // Adds (EPOLL_CTL_ADD) or re-arms (EPOLL_CTL_MOD) @p fd in the epoll set for one report.
+    bool arm(int fd, pid_t pid, int op) noexcept {
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLONESHOT;
+        ev.data.u64 = static_cast<std::uint64_t>(pid);
+        return ::epoll_ctl(epoll_.get(), op, fd, &ev) == 0;
+    }
 
     // One ready pidfd: reaps its child, or re-arms it if the child turns out to be alive.
     void reap_one(entry_iter it, std::vector<exit_status>& out) {
@@ -173,13 +206,8 @@ class pidfd_watcher final : public child_watcher {
         if (si.si_pid == 0) {
             // Not exited after all (spurious readiness): a direct fd is simply polled
             // again; an epoll one was disarmed by EPOLLONESHOT and is armed again.
-            if (it->second.slot < 0) {
-                epoll_event ev{};
-                ev.events = EPOLLIN | EPOLLONESHOT;
-                ev.data.u64 = static_cast<std::uint64_t>(pid);
-                if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, it->second.fd.get(), &ev) != 0)
-                    throw_errno("zreap pidfd backend: epoll_ctl(MOD)");
-            }
+            if (it->second.slot < 0 && !arm(it->second.fd.get(), pid, EPOLL_CTL_MOD))
+                throw_errno("zreap pidfd backend: epoll_ctl(MOD)");
             return;
         }
         retire(it);
