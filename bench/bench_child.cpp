@@ -32,10 +32,10 @@ int main(int argc, char** argv) {
         _exit(0);
     }
     if (argc >= 2 && std::strcmp(argv[1], "hold") == 0) {
-        // SCHED_IDLE (Linux): runs only when no ordinary thread wants the CPU, so that when
-        // a thousand of them are released at once their exits do not take the CPU from the
-        // loop and the client being measured. nice 19 alone does not do that: a thousand
-        // runnable nice-19 tasks outweigh one nice-0 thread fifteen to one.
+        // SCHED_IDLE (Linux): a waking ordinary thread preempts it at once, so that when a
+        // thousand of them are released together their exits are pushed into the time the
+        // loop and the client being measured leave idle. nice 19 alone does not do that: a
+        // thousand runnable nice-19 tasks outweigh one nice-0 thread fifteen to one.
         ::setpriority(PRIO_PROCESS, 0, 19);
 #ifdef SCHED_IDLE
         sched_param sp{};
