@@ -55,14 +55,14 @@ bool pid_reaper::try_reap(pid_t pid, std::vector<exit_status>& out) {
             throw_errno(std::string(who_) + ": waitid(P_PID)");
         // Reaped behind our back by other code: report it without a status rather than
         // never report the exit at all.
-        watched_.erase(pid);
         out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
+        watched_.erase(pid);
         return true;
     }
     if (si.si_pid == 0)
-        return false;  // still running
+        return false;                              // still running
+    out.push_back(exit_status::from_siginfo(si));  // first: if it throws, pid stays watched
     watched_.erase(pid);
-    out.push_back(exit_status::from_siginfo(si));
     return true;
 }
 

@@ -149,7 +149,8 @@ class pidfd_watcher final : public child_watcher {
             throw_errno("zreap pidfd backend: epoll_wait");
         }
         for (int i = 0; i < n; ++i) {
-            auto it = pidfds_.find(static_cast<pid_t>(evs[i].data.u64));
+            const pid_t pid = static_cast<pid_t>(evs[i].data.u64);
+            auto it = pidfds_.find(pid);
             if (it == pidfds_.end())
                 continue;
             try {
@@ -157,7 +158,8 @@ class pidfd_watcher final : public child_watcher {
             } catch (...) {
                 // epoll_wait disarmed it (EPOLLONESHOT): arm it again, or its exit would
                 // never be reported however often the loop runs after this error.
-                arm(it->second.fd.get(), it->first, EPOLL_CTL_MOD);
+                if (auto still = pidfds_.find(pid); still != pidfds_.end())
+                    arm(still->second.fd.get(), pid, EPOLL_CTL_MOD);
                 if (!error)
                     error = std::current_exception();
             }
@@ -199,8 +201,9 @@ class pidfd_watcher final : public child_watcher {
             // than never report the exit at all.
             if (errno != ECHILD)
                 throw_errno("zreap pidfd backend: waitid(P_PIDFD)");
-            retire(it);
+            // Status first: if that allocation throws, the child is still watched.
             out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
+            retire(it);
             return;
         }
         if (si.si_pid == 0) {
@@ -210,8 +213,8 @@ class pidfd_watcher final : public child_watcher {
                 throw_errno("zreap pidfd backend: epoll_ctl(MOD)");
             return;
         }
-        retire(it);
         out.push_back(exit_status::from_siginfo(si));
+        retire(it);
     }
 
     // A reaped pidfd stays readable (POLLIN|POLLHUP): it must leave the poll set before
