@@ -171,6 +171,18 @@ std::size_t sigchld_hints::take(pid_t* out, std::size_t max) noexcept {
     return n;
 }
 
+sigchld_pipe::sigchld_pipe(const char* who) : who_(who), pipe_(make_nonblocking_pipe(who)) {}
+
+sigchld_pipe::~sigchld_pipe() {
+    if (slot_ >= 0)
+        sigchld_unsubscribe(slot_);
+}
+
+void sigchld_pipe::subscribe() {
+    if (slot_ < 0)
+        slot_ = sigchld_subscribe_pipe(pipe_.write.get(), who_);
+}
+
 int sigchld_subscribe_pipe(int write_fd, const char* who) {
     return subscribe(write_fd, nullptr, nullptr, pthread_t{}, who);
 }

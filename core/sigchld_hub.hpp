@@ -24,6 +24,8 @@
 #include <atomic>
 #include <cstddef>
 
+#include "pipe.hpp"
+
 namespace zreap::detail {
 
 /// The pids the SIGCHLD handler saw (si_pid) for one flag subscriber: a fixed array of
@@ -98,6 +100,45 @@ void sigchld_reserve_for_signalfd(const char* who);
 
 /// Gives up the reservation made by sigchld_reserve_for_signalfd().
 void sigchld_release_signalfd() noexcept;
+
+/// A pipe subscriber, whole: the non-blocking, close-on-exec pipe, its subscription (made
+/// by subscribe(), so that a backend can choose the moment) and the reading of the pids the
+/// handler wrote. The selfpipe and libev backends poll fd() as their wake fd.
+class sigchld_pipe {
+  public:
+    /// Makes the pipe; throws std::system_error naming @p who.
+    explicit sigchld_pipe(const char* who);
+    ~sigchld_pipe();
+    sigchld_pipe(const sigchld_pipe&) = delete;
+    sigchld_pipe& operator=(const sigchld_pipe&) = delete;
+
+    /// Subscribes the pipe (sigchld_subscribe_pipe); at most once.
+    void subscribe();
+
+    /// The read end, for the poll set.
+    int fd() const noexcept { return pipe_.read.get(); }
+
+    /// Reads everything the handler wrote, handing each pid (0: unknown) to @p on_pid, and
+    /// returns true if anything was read. Called before reaping: a SIGCHLD after it makes
+    /// the pipe readable again, so nothing is lost. A read error other than EAGAIN leaves
+    /// the pipe as it is (the caller's peek still runs).
+    template <typename F>
+    bool take(F on_pid) {
+        pid_t buf[512];
+        bool got = false;
+        drain_fd(pipe_.read.get(), buf, sizeof buf, [&](std::size_t n) {
+            got = true;
+            for (std::size_t i = 0; i < n / sizeof(pid_t); ++i)
+                on_pid(buf[i]);
+        });
+        return got;
+    }
+
+  private:
+    const char* who_;
+    pipe_pair pipe_;
+    int slot_ = -1;
+};
 
 /// Ends a subscription. When it returns, the handler no longer uses the slot's fd, flag or
 /// hints, so the caller may close or free them.

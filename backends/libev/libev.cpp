@@ -38,7 +38,6 @@
 
 #include "core/child_watcher.hpp"
 #include "core/error.hpp"
-#include "core/pipe.hpp"
 #include "core/sigchld_hub.hpp"
 
 namespace zreap::detail {
@@ -70,7 +69,7 @@ class sigchld_disposition_guard {
 
 class libev_watcher final : public child_watcher {
   public:
-    libev_watcher() : pipe_(make_nonblocking_pipe(who)) {
+    libev_watcher() {
         std::lock_guard<std::mutex> lock(instance_mutex);
         if (instance_exists)
             throw_errno(EBUSY, std::string(who) +
@@ -98,7 +97,7 @@ class libev_watcher final : public child_watcher {
         // libev's handler is gone again (restored above): from here on, zreap's handler
         // announces every SIGCHLD through the pipe.
         try {
-            slot_ = sigchld_subscribe_pipe(pipe_.write.get(), who);
+            pipe_.subscribe();
         } catch (...) {
             destroy_libev_loop();
             throw;
@@ -107,7 +106,6 @@ class libev_watcher final : public child_watcher {
     }
 
     ~libev_watcher() override {
-        sigchld_unsubscribe(slot_);
         for (auto& [pid, w] : watchers_)
             ev_child_stop(loop_, w.get());
         watchers_.clear();
@@ -116,7 +114,7 @@ class libev_watcher final : public child_watcher {
         instance_exists = false;
     }
 
-    int wake_fd() const noexcept override { return pipe_.read.get(); }
+    int wake_fd() const noexcept override { return pipe_.fd(); }
 
     void watch(pid_t pid, int) override {
         // Stored before it is started, so that a failed allocation leaves nothing in
@@ -156,7 +154,7 @@ class libev_watcher final : public child_watcher {
         // to the pipe already: look now rather than poll again to learn that.
         if (r.woken || r.interrupted) {
             // Drained first: a SIGCHLD from now on re-arms the pipe.
-            if (drain() || r.woken)
+            if (pipe_.take([](pid_t) {}) || r.woken)
                 run_libev();
         }
         for (std::size_t n = 0; n < max && !queue_.empty(); ++n) {
@@ -183,14 +181,6 @@ class libev_watcher final : public child_watcher {
         self->watchers_.erase(pid);  // frees w: nothing touches it after this
     }
 
-    // True if anything was read.
-    bool drain() noexcept {
-        char buf[512];
-        bool got = false;
-        drain_fd(pipe_.read.get(), buf, sizeof buf, [&](std::size_t) { got = true; });
-        return got;
-    }
-
     // ev_loop_destroy() closes libev's fds and stops its SIGCHLD watcher, which resets
     // SIGCHLD to SIG_DFL; the guard puts back what was there.
     void destroy_libev_loop() noexcept {
@@ -199,9 +189,8 @@ class libev_watcher final : public child_watcher {
         loop_ = nullptr;
     }
 
-    pipe_pair pipe_;
+    sigchld_pipe pipe_{who};
     struct ev_loop* loop_ = nullptr;
-    int slot_ = -1;
     std::unordered_map<pid_t, std::unique_ptr<ev_child>> watchers_;
     std::deque<exit_status> queue_;
     bool check_ = false;

@@ -16,7 +16,6 @@
 
 #include "core/child_watcher.hpp"
 #include "core/error.hpp"
-#include "core/pipe.hpp"
 #include "core/reaper.hpp"
 #include "core/sigchld_hub.hpp"
 
@@ -28,12 +27,9 @@ constexpr const char* who = "zreap selfpipe backend";
 
 class selfpipe_watcher final : public child_watcher {
   public:
-    selfpipe_watcher() : pipe_(make_nonblocking_pipe(who)) {
-        slot_ = sigchld_subscribe_pipe(pipe_.write.get(), who);
-    }
-    ~selfpipe_watcher() override { sigchld_unsubscribe(slot_); }
+    selfpipe_watcher() { pipe_.subscribe(); }
 
-    int wake_fd() const noexcept override { return pipe_.read.get(); }
+    int wake_fd() const noexcept override { return pipe_.fd(); }
 
     void watch(pid_t pid, int) override { reaper_.watch(pid); }
 
@@ -47,28 +43,13 @@ class selfpipe_watcher final : public child_watcher {
         // readable.
         bool signalled = r.woken;
         if (r.woken || r.interrupted)
-            signalled = drain() || signalled;
+            signalled = pipe_.take([&](pid_t pid) { reaper_.hint(pid); }) || signalled;
         return reaper_.reap(signalled, out, max);
     }
 
   private:
-    // Drained before reaping: a SIGCHLD after the drain re-arms the pipe. True if anything
-    // was read.
-    bool drain() {
-        pid_t buf[512];
-        bool got = false;
-        // A read error other than EAGAIN leaves the pipe as it is: the peek still runs.
-        drain_fd(pipe_.read.get(), buf, sizeof buf, [&](std::size_t n) {
-            got = true;
-            for (std::size_t i = 0; i < n / sizeof(pid_t); ++i)
-                reaper_.hint(buf[i]);
-        });
-        return got;
-    }
-
-    pipe_pair pipe_;
-    int slot_ = -1;
     pid_reaper reaper_{who};
+    sigchld_pipe pipe_{who};
 };
 
 bool selfpipe_usable() noexcept {
