@@ -198,17 +198,6 @@ struct loop::impl {
             items[first_direct_item + i].fd = dfds[i];
             pfds[first_direct_item + i].fd = dfds[i];
         }
-        bool unused_direct = false;
-        for (std::size_t i = 0; i < direct_n; ++i)
-            unused_direct = unused_direct || dfds[i] < 0;
-        if (has_sockets && !unused_direct) {
-            for (auto& item : items)
-                item.revents = 0;
-            int rc = zmq_poll(items.data(), static_cast<int>(items.size()), wait);
-            if (rc < 0)
-                err = zmq_errno();
-            return rc;
-        }
         if (has_sockets) {
             // Without the unused direct entries (fd -1): poll() skips those, but libzmq
             // hands a set with a thread-safe socket to its poller, which refuses them.
