@@ -130,8 +130,6 @@ capabilities backend_capabilities(backend b) noexcept {
     return c;
 }
 
-namespace {}  // namespace
-
 const detail::backend_entry& detail::require_usable(backend b, const std::string& origin) {
     std::string name(to_string(b));
     if (!find_backend(b))
@@ -152,12 +150,13 @@ namespace {
 
 backend pick(std::string_view name, const std::string& origin) {
     if (name == "auto") {
-        for (backend b : detail::auto_order)
+        std::string tried;
+        for (backend b : detail::auto_order) {
             if (backend_usable(b))
                 return b;
-        detail::throw_errno(ENOTSUP, origin +
-                                         ": no usable backend (tried pidfd, selfpipe, "
-                                         "sigaction)");
+            tried += (tried.empty() ? "" : ", ") + std::string(to_string(b));
+        }
+        detail::throw_errno(ENOTSUP, origin + ": no usable backend (tried " + tried + ")");
     }
     std::optional<backend> b = backend_from_string(name);
     if (!b)
