@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <string>
 
 #include "unique_fd.hpp"
 
@@ -14,9 +15,10 @@ struct pipe_pair {
     unique_fd write;
 };
 
-/// A pipe with both ends close-on-exec and non-blocking (pipe2 where the libc has it,
-/// pipe + fcntl elsewhere). Throws std::system_error naming @p who.
-pipe_pair make_nonblocking_pipe(const char* who);
+/// A pipe with both ends close-on-exec, and with @p nonblocking both ends non-blocking
+/// (pipe2 where the libc has it, pipe + fcntl elsewhere). Throws std::system_error naming
+/// @p what.
+pipe_pair make_cloexec_pipe(bool nonblocking, const std::string& what);
 
 /// Reads the non-blocking @p fd into @p buf until nothing is left, retrying on EINTR and
 /// handing the byte count of each read to @p got. Returns 0 once drained (EAGAIN, end of
@@ -43,8 +45,5 @@ int drain_fd(int fd, void* buf, std::size_t size, F got) {
             return 0;
     }
 }
-
-/// Sets O_NONBLOCK and FD_CLOEXEC on @p fd; false with errno on failure.
-bool set_nonblock_cloexec(int fd) noexcept;
 
 }  // namespace zreap::detail

@@ -171,7 +171,7 @@ std::size_t sigchld_hints::take(pid_t* out, std::size_t max) noexcept {
     return n;
 }
 
-sigchld_pipe::sigchld_pipe(const char* who) : who_(who), pipe_(make_nonblocking_pipe(who)) {}
+sigchld_pipe::sigchld_pipe(const char* who) : who_(who), pipe_(make_cloexec_pipe(true, who)) {}
 
 sigchld_pipe::~sigchld_pipe() {
     if (slot_ >= 0)

@@ -24,6 +24,7 @@
 #include <string>
 
 #include "error.hpp"
+#include "pipe.hpp"
 #include "spawn_child.hpp"
 #include "unique_fd.hpp"
 #include "zreap_config.h"
@@ -32,6 +33,8 @@ extern char** environ;
 
 namespace zreap {
 
+using detail::make_cloexec_pipe;
+using detail::pipe_pair;
 using detail::spawn_plan;
 using detail::spawn_stage;
 using detail::throw_errno;
@@ -184,33 +187,6 @@ unique_fd dup_above(int fd, int min, const std::string& what) {
     return d;
 }
 
-struct cloexec_pipe {
-    unique_fd read, write;
-};
-
-// Close-on-exec; blocking, or with @p nonblocking_read the read end non-blocking (with
-// pipe2 both ends: one flag for both).
-cloexec_pipe make_cloexec_pipe(const std::string& what, bool nonblocking_read = false) {
-    int fds[2];
-#if ZREAP_HAVE_PIPE2
-    if (::pipe2(fds, O_CLOEXEC | (nonblocking_read ? O_NONBLOCK : 0)) != 0)
-        throw_errno(what + ": pipe2");
-    return {unique_fd(fds[0]), unique_fd(fds[1])};
-#else
-    if (::pipe(fds) != 0)
-        throw_errno(what + ": pipe");
-    cloexec_pipe p{unique_fd(fds[0]), unique_fd(fds[1])};
-    if (::fcntl(fds[0], F_SETFD, FD_CLOEXEC) != 0 || ::fcntl(fds[1], F_SETFD, FD_CLOEXEC) != 0)
-        throw_errno(what + ": fcntl");
-    if (nonblocking_read) {
-        int fl = ::fcntl(fds[0], F_GETFL);
-        if (fl < 0 || ::fcntl(fds[0], F_SETFL, fl | O_NONBLOCK) != 0)
-            throw_errno(what + ": fcntl(O_NONBLOCK)");
-    }
-    return p;
-#endif
-}
-
 // The error pipe of the portable path, its write end at a number >= err_at (never a move
 // target, so the child's moves cannot overwrite it).
 //
@@ -220,8 +196,8 @@ cloexec_pipe make_cloexec_pipe(const std::string& what, bool nonblocking_read = 
 // (close-on-exec only takes effect at that child's exec). The write end is then
 // non-blocking as well, which is harmless: the child writes 8 bytes once into an empty
 // pipe. With plain fork the parent must wait for the child's exec: blocking, read to EOF.
-cloexec_pipe make_error_pipe(int err_at, const std::string& what) {
-    cloexec_pipe p = make_cloexec_pipe(what, ZREAP_HAVE_VFORK != 0);
+pipe_pair make_error_pipe(int err_at, const std::string& what) {
+    pipe_pair p = make_cloexec_pipe(ZREAP_HAVE_VFORK != 0, what);
     if (p.write.get() < err_at)
         p.write = dup_above(p.write.get(), err_at, what + ": fcntl(F_DUPFD_CLOEXEC)");
     return p;
@@ -484,7 +460,7 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
                 // Blocking for the child, non-blocking for us: each end is a file description
                 // of its own, but pipe2's O_NONBLOCK would set both. No F_GETFL: a pipe end
                 // just made has no file status flag set, and F_SETFL ignores the access mode.
-                cloexec_pipe p = make_cloexec_pipe(what + ": " + s.name);
+                pipe_pair p = make_cloexec_pipe(false, what + ": " + s.name);
                 bool child_reads = s.target == 0;
                 unique_fd& mine = child_reads ? p.write : p.read;
                 unique_fd& theirs = child_reads ? p.read : p.write;
@@ -557,7 +533,7 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     // syscall. The portable path uses a close-on-exec pipe: POSIX leaves writes to memory
     // by a vfork child undefined, and fork shares nothing.
     detail::spawn_failure report{};
-    cloexec_pipe errpipe;
+    pipe_pair errpipe;
 #if ZREAP_HAVE_CLONE_PIDFD
     if (lp.which() == backend::pidfd) {
         plan.err_fd = -1;
