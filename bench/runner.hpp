@@ -49,8 +49,12 @@ class runner {
 /// posix_spawn() with an empty signal mask and default SIGCHLD in the child.
 pid_t posix_spawn_child(const spawn_request& req);
 
-/// For the peers that see a zmq socket only through its ZMQ_FD, which is edge-triggered:
-/// serve until ZMQ_EVENTS no longer says readable.
+/// For the peers that see a zmq socket only through its ZMQ_FD: the fd to watch. Throws
+/// std::system_error if libzmq will not give it.
+int zmq_fd(void* socket);
+
+/// For the same peers: ZMQ_FD is edge-triggered, so serve until ZMQ_EVENTS no longer says
+/// readable.
 void drain_zmq(void* socket, const std::function<bool()>& serve);
 
 /// Subject names: "zreap:<backend>", "libuv", "libev", "glib", "sd-event". Throws

@@ -4,7 +4,6 @@
 
 #include <glib-unix.h>
 #include <glib.h>
-#include <zmq.h>
 
 #include "runner.hpp"
 
@@ -50,9 +49,7 @@ class glib_runner final : public runner {
     }
 
     void add_zmq_reader(void* socket, std::function<bool()> serve) override {
-        int fd = -1;
-        size_t len = sizeof fd;
-        zmq_getsockopt(socket, ZMQ_FD, &fd, &len);
+        const int fd = zmq_fd(socket);
         auto* w = new io_w{socket, std::move(serve)};
         io_data_.push_back(w);
         ios_.push_back(g_unix_fd_add(

@@ -3,7 +3,6 @@
 // of child watchers.
 
 #include <ev.h>
-#include <zmq.h>
 
 #include <stdexcept>
 
@@ -60,9 +59,7 @@ class libev_runner final : public runner {
     }
 
     void add_zmq_reader(void* socket, std::function<bool()> serve) override {
-        int fd = -1;
-        size_t len = sizeof fd;
-        zmq_getsockopt(socket, ZMQ_FD, &fd, &len);
+        const int fd = zmq_fd(socket);
         auto* w = new io_w;
         w->socket = socket;
         w->serve = std::move(serve);

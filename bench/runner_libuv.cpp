@@ -3,7 +3,6 @@
 // fork children are not applicable here and every child this peer watches is uv_spawn'd.
 
 #include <uv.h>
-#include <zmq.h>
 
 #include <stdexcept>
 #include <string>
@@ -89,9 +88,7 @@ class libuv_runner final : public runner {
     }
 
     void add_zmq_reader(void* socket, std::function<bool()> serve) override {
-        int fd = -1;
-        size_t len = sizeof fd;
-        zmq_getsockopt(socket, ZMQ_FD, &fd, &len);
+        const int fd = zmq_fd(socket);
         auto* p = new poller{{}, socket, std::move(serve)};
         p->h.data = p;
         check(uv_poll_init(&loop_, &p->h, fd), "uv_poll_init");

@@ -4,7 +4,6 @@
 // worker blocks it before anything else starts).
 
 #include <systemd/sd-event.h>
-#include <zmq.h>
 
 #include <cstring>
 #include <stdexcept>
@@ -67,9 +66,7 @@ class sdevent_runner final : public runner {
     }
 
     void add_zmq_reader(void* socket, std::function<bool()> serve) override {
-        int fd = -1;
-        size_t len = sizeof fd;
-        zmq_getsockopt(socket, ZMQ_FD, &fd, &len);
+        const int fd = zmq_fd(socket);
         auto* w = new io_w{socket, std::move(serve)};
         io_data_.push_back(w);
         sd_event_source* s = nullptr;

@@ -67,6 +67,14 @@ pid_t runner::spawn(const spawn_request& req, std::function<void()> on_exit) {
     return pid;
 }
 
+int zmq_fd(void* socket) {
+    int fd = -1;
+    size_t len = sizeof fd;
+    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &len) != 0)
+        throw std::system_error(zmq_errno(), std::generic_category(), "zmq_getsockopt(ZMQ_FD)");
+    return fd;
+}
+
 void drain_zmq(void* socket, const std::function<bool()>& serve) {
     for (;;) {
         while (serve()) {
@@ -113,21 +121,39 @@ std::unique_ptr<runner> make_zreap_runner(const std::string& backend_name) {
     return std::make_unique<zreap_runner>(*b);
 }
 
-std::vector<std::string> compiled_peers() {
-    std::vector<std::string> p;
+namespace {
+
+struct peer {
+    const char* name;
+    std::unique_ptr<runner> (*make)();
+};
+
+// The peers compiled into this benchmark, in display order.
+const std::vector<peer>& peers() {
+    static const std::vector<peer> list {
 #if BENCH_HAVE_LIBUV
-    p.push_back("libuv");
+        {"libuv", make_libuv_runner},
 #endif
 #if BENCH_HAVE_LIBEV
-    p.push_back("libev");
+            {"libev", make_libev_runner},
 #endif
 #if BENCH_HAVE_GLIB
-    p.push_back("glib");
+            {"glib", make_glib_runner},
 #endif
 #if BENCH_HAVE_SDEVENT
-    p.push_back("sd-event");
+            {"sd-event", make_sdevent_runner},
 #endif
-    return p;
+    };
+    return list;
+}
+
+}  // namespace
+
+std::vector<std::string> compiled_peers() {
+    std::vector<std::string> names;
+    for (const peer& p : peers())
+        names.emplace_back(p.name);
+    return names;
 }
 
 bool needs_sigchld_blocked(const std::string& subject) {
@@ -143,22 +169,9 @@ bool needs_sigchld_blocked(const std::string& subject) {
 std::unique_ptr<runner> make_runner(const std::string& subject) {
     if (subject.rfind("zreap:", 0) == 0)
         return make_zreap_runner(subject.substr(6));
-#if BENCH_HAVE_LIBUV
-    if (subject == "libuv")
-        return make_libuv_runner();
-#endif
-#if BENCH_HAVE_LIBEV
-    if (subject == "libev")
-        return make_libev_runner();
-#endif
-#if BENCH_HAVE_GLIB
-    if (subject == "glib")
-        return make_glib_runner();
-#endif
-#if BENCH_HAVE_SDEVENT
-    if (subject == "sd-event")
-        return make_sdevent_runner();
-#endif
+    for (const peer& p : peers())
+        if (subject == p.name)
+            return p.make();
     throw std::runtime_error("subject " + subject + " is not compiled into this benchmark");
 }
 

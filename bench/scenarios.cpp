@@ -107,22 +107,34 @@ pid_t start_holder(runner* r, const fd_pair& gate, const std::string& helper,
     return r->spawn(req, std::move(on_exit));
 }
 
+// When the subject noticed the exit of the child it is told to watch: @p start hands the
+// subject a callback (through spawn or watch), the loop runs until that callback has run,
+// and the callback's clock reading is returned.
+template <typename Start>
+std::int64_t noticed_at(runner& r, Start start) {
+    std::int64_t t1 = 0;
+    bool done = false;
+    start([&] {
+        t1 = now_ns();
+        done = true;
+    });
+    r.run_until([&] { return done; });
+    return t1;
+}
+
+// The floor's notice: a blocking waitpid on @p pid.
+std::int64_t waited_at(pid_t pid) {
+    wait_pid(pid);
+    return now_ns();
+}
+
 // One exit of an exec'd child that stamps the time right before it exits, written to
 // stamp.wr; returns nanoseconds from that stamp to the moment the subject noticed.
 std::int64_t exec_latency(runner* r, const fd_pair& stamp, const std::string& helper, int delay) {
     spawn_request req{{helper, "stamp", std::to_string(delay)}, -1, stamp.wr};
-    std::int64_t t1 = 0;
-    if (!r) {
-        wait_pid(posix_spawn_child(req));
-        t1 = now_ns();
-    } else {
-        bool done = false;
-        r->spawn(req, [&] {
-            t1 = now_ns();
-            done = true;
-        });
-        r->run_until([&] { return done; });
-    }
+    const std::int64_t t1 =
+        r ? noticed_at(*r, [&](std::function<void()> cb) { r->spawn(req, std::move(cb)); })
+          : waited_at(posix_spawn_child(req));
     std::int64_t t0 = 0;
     read_full(stamp.rd, &t0, sizeof t0);
     return t1 - t0;
@@ -139,18 +151,9 @@ std::int64_t fork_latency(runner* r, volatile std::int64_t* shm, int delay) {
         *shm = now_ns();
         ::_exit(0);
     }
-    std::int64_t t1 = 0;
-    if (!r) {
-        wait_pid(pid);
-        t1 = now_ns();
-    } else {
-        bool done = false;
-        r->watch(pid, [&] {
-            t1 = now_ns();
-            done = true;
-        });
-        r->run_until([&] { return done; });
-    }
+    const std::int64_t t1 =
+        r ? noticed_at(*r, [&](std::function<void()> cb) { r->watch(pid, std::move(cb)); })
+          : waited_at(pid);
     return t1 - *shm;
 }
 
@@ -346,9 +349,8 @@ void load(std::unique_ptr<runner>& r, const params& p, const std::string& helper
     if (zmq_bind(rep, "inproc://zreap-bench-load") != 0)
         fail("zmq_bind");
     const int k = p.load_children;
-    rlim_t fds = ensure_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", static_cast<rlim_t>(2 * k + 256));
+    ensure_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", static_cast<rlim_t>(2 * k + 256));
     ensure_limit(RLIMIT_NPROC, "RLIMIT_NPROC", static_cast<rlim_t>(k + 512));
-    (void)fds;
 
     fd_pair gate;
     std::atomic<int> reaped{0};
@@ -443,6 +445,8 @@ void load(std::unique_ptr<runner>& r, const params& p, const std::string& helper
     emit("load_storm_time", static_cast<double>(storm_ns));
 }
 
+}  // namespace
+
 std::vector<int> parse_ints(const std::string& s) {
     std::vector<int> out;
     size_t pos = 0;
@@ -457,21 +461,35 @@ std::vector<int> parse_ints(const std::string& s) {
     return out;
 }
 
+namespace {
+
+// The worker arguments that are one number each, by name (`live` is a list of its own).
+struct int_param {
+    const char* name;
+    int params::*field;
+};
+constexpr int_param int_params[] = {
+    {"latency_samples", &params::latency_samples},
+    {"delay_us", &params::delay_us},
+    {"throughput_children", &params::throughput_children},
+    {"in_flight", &params::in_flight},
+    {"scale_samples", &params::scale_samples},
+    {"idle_ms", &params::idle_ms},
+    {"load_children", &params::load_children},
+    {"load_warmup", &params::load_warmup},
+};
+
 }  // namespace
 
 std::vector<std::string> params::to_args() const {
+    std::vector<std::string> args;
+    for (const auto& ip : int_params)
+        args.push_back(std::string(ip.name) + "=" + std::to_string(this->*ip.field));
     std::string live_s;
     for (int k : live)
         live_s += (live_s.empty() ? "" : ",") + std::to_string(k);
-    return {"latency_samples=" + std::to_string(latency_samples),
-            "delay_us=" + std::to_string(delay_us),
-            "throughput_children=" + std::to_string(throughput_children),
-            "in_flight=" + std::to_string(in_flight),
-            "live=" + live_s,
-            "scale_samples=" + std::to_string(scale_samples),
-            "idle_ms=" + std::to_string(idle_ms),
-            "load_children=" + std::to_string(load_children),
-            "load_warmup=" + std::to_string(load_warmup)};
+    args.push_back("live=" + live_s);
+    return args;
 }
 
 params params::from_args(const std::vector<std::string>& args) {
@@ -480,27 +498,16 @@ params params::from_args(const std::vector<std::string>& args) {
         auto eq = a.find('=');
         if (eq == std::string::npos)
             throw std::runtime_error("bad worker argument " + a);
-        std::string k = a.substr(0, eq), v = a.substr(eq + 1);
-        if (k == "latency_samples")
-            p.latency_samples = std::stoi(v);
-        else if (k == "delay_us")
-            p.delay_us = std::stoi(v);
-        else if (k == "throughput_children")
-            p.throughput_children = std::stoi(v);
-        else if (k == "in_flight")
-            p.in_flight = std::stoi(v);
-        else if (k == "live")
+        const std::string k = a.substr(0, eq), v = a.substr(eq + 1);
+        if (k == "live") {
             p.live = parse_ints(v);
-        else if (k == "scale_samples")
-            p.scale_samples = std::stoi(v);
-        else if (k == "idle_ms")
-            p.idle_ms = std::stoi(v);
-        else if (k == "load_children")
-            p.load_children = std::stoi(v);
-        else if (k == "load_warmup")
-            p.load_warmup = std::stoi(v);
-        else
+            continue;
+        }
+        auto ip = std::find_if(std::begin(int_params), std::end(int_params),
+                               [&](const int_param& x) { return k == x.name; });
+        if (ip == std::end(int_params))
             throw std::runtime_error("unknown worker argument " + a);
+        p.*(ip->field) = std::stoi(v);
     }
     return p;
 }

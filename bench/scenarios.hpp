@@ -25,6 +25,9 @@ struct params {
     static params from_args(const std::vector<std::string>& args);
 };
 
+/// "1,100,1000" -> {1, 100, 1000}; empty items are skipped. Throws on a non-number.
+std::vector<int> parse_ints(const std::string& s);
+
 /// Every scenario, in the order the driver runs them.
 const std::vector<std::string>& scenario_names();
 

@@ -62,13 +62,6 @@ std::vector<std::string> split(const std::string& s, char sep = ',') {
     return out;
 }
 
-std::vector<int> split_ints(const std::string& s) {
-    std::vector<int> out;
-    for (const auto& x : split(s))
-        out.push_back(std::stoi(x));
-    return out;
-}
-
 std::string self_exe() {
     char buf[4096];
     ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
@@ -265,16 +258,13 @@ void run_one(const options& opt, const std::string& subject, const std::string& 
     }
     std::istringstream lines(out);
     std::string line;
-    int count = 0;
     while (std::getline(lines, line)) {
         if (line.size() > 2 && line[0] == 'S') {
             std::istringstream ls(line.substr(2));
             std::string key;
             double v;
-            if (ls >> key >> v) {
+            if (ls >> key >> v)
                 res.add(key, subject, round, v);
-                ++count;
-            }
         } else if (line.size() > 2 && line[0] == 'N') {
             res.notes[subject].insert(line.substr(2));
         }
@@ -289,7 +279,6 @@ void run_one(const options& opt, const std::string& subject, const std::string& 
         std::fprintf(stderr, "  %s %s: worker failed (%s)\n", scenario.c_str(), subject.c_str(),
                      why.c_str());
     }
-    (void)count;
 }
 
 // ---- output ----------------------------------------------------------------------------------
@@ -665,7 +654,7 @@ int main(int argc, char** argv) {
             else if (a == "--in-flight")
                 opt.p.in_flight = std::stoi(v);
             else if (a == "--live")
-                opt.p.live = split_ints(v);
+                opt.p.live = bench::parse_ints(v);
             else if (a == "--load-children")
                 opt.p.load_children = std::stoi(v);
             else
