@@ -531,7 +531,7 @@ source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> c
     if (!detail::claim_pid(pid))
         detail::throw_errno(EEXIST, what() + ": already watched by a zreap loop in this process");
     try {
-        impl_->watcher->watch(pid, options.pidfd);
+        impl_->watcher->watch(pid, options.pidfd, si.si_pid != 0);
     } catch (...) {
         detail::release_pid(pid);
         throw;

@@ -9,9 +9,10 @@
 
 namespace zreap::detail {
 
-void pid_reaper::watch(pid_t pid) {
+void pid_reaper::watch(pid_t pid, bool exited) {
     watched_.insert(pid);
-    hints_.push_back(pid);
+    if (exited)
+        hints_.push_back(pid);
 }
 
 void pid_reaper::hint(pid_t pid) {

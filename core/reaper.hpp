@@ -5,8 +5,8 @@
 // can stand for many exits and the pid it carries is only a hint. pid_reaper finds the
 // watched children that have exited without ever reaping one it does not watch:
 //
-//   1. the hinted pids (from the signal, or a pid that was just watched and may have
-//      exited already) that are watched: waitid(P_PID, WNOHANG);
+//   1. the hinted pids (from the signal, or a pid that had already exited when it was
+//      watched) that are watched: waitid(P_PID, WNOHANG);
 //   2. then a peek, waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT), which shows one zombie
 //      without reaping it; each zombie that is ours is reaped with waitid(P_PID);
 //   3. only when the peek shows a zombie that is not ours (it would hide ours behind it,
@@ -31,9 +31,10 @@ class pid_reaper {
     /// @p who names the backend in error messages ("zreap selfpipe backend").
     explicit pid_reaper(const char* who) noexcept : who_(who) {}
 
-    /// Starts watching @p pid. It may have exited already, its signal long gone, so it is
-    /// looked at on the next reap() (has_hints() is true until then).
-    void watch(pid_t pid);
+    /// Starts watching @p pid. If it @p exited already (its signal may be long gone), it is
+    /// looked at on the next reap() (has_hints() is true until then); a later exit comes
+    /// with a signal of its own.
+    void watch(pid_t pid, bool exited);
     /// Stops watching @p pid without reaping it.
     void unwatch(pid_t pid) noexcept { watched_.erase(pid); }
 

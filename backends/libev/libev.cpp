@@ -116,17 +116,18 @@ class libev_watcher final : public child_watcher {
 
     int wake_fd() const noexcept override { return pipe_.fd(); }
 
-    void watch(pid_t pid, int) override {
+    void watch(pid_t pid, int, bool exited) override {
         // Stored before it is started, so that a failed allocation leaves nothing in
         // libev's lists.
         ev_child* w = watchers_.emplace(pid, std::make_unique<ev_child>()).first->second.get();
         ev_child_init(w, &libev_watcher::on_child, pid, 0);
         w->data = this;
         ev_child_start(loop_, w);
-        // It may have exited already, its SIGCHLD long gone (or taken before this loop
-        // existed): let libev look on the next iteration. Not now: running libev here
-        // would reap a sibling that the caller has forked but not watched yet.
-        check_ = true;
+        // Exited already, its SIGCHLD long gone (or taken before this loop existed): let
+        // libev look on the next iteration. Not now: running libev here would reap a
+        // sibling that the caller has forked but not watched yet. A later exit comes
+        // through the pipe like any other, so a running child costs no waitpid(-1) walk.
+        check_ = check_ || exited;
     }
 
     void unwatch(pid_t pid) noexcept override {

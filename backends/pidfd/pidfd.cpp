@@ -54,7 +54,8 @@ class pidfd_watcher final : public child_watcher {
     std::size_t direct_slots() const noexcept override { return direct_count; }
     const int* direct_fds() const noexcept override { return direct_; }
 
-    void watch(pid_t pid, int pidfd) override {
+    // A pidfd polls readable for a child that has exited already: @p exited is not needed.
+    void watch(pid_t pid, int pidfd, bool) override {
         // Built only for an error message: watch() is on every child's path.
         auto what = [pid] {
             return "zreap pidfd backend: watch_child(" + std::to_string(pid) + ")";

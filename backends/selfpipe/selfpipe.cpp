@@ -31,7 +31,7 @@ class selfpipe_watcher final : public child_watcher {
 
     int wake_fd() const noexcept override { return pipe_.fd(); }
 
-    void watch(pid_t pid, int) override { reaper_.watch(pid); }
+    void watch(pid_t pid, int, bool exited) override { reaper_.watch(pid, exited); }
 
     void unwatch(pid_t pid) noexcept override { reaper_.unwatch(pid); }
 

@@ -74,10 +74,10 @@ class sigaction_watcher final : public child_watcher {
     // wakes up on its own; with children, the cap bounds what a lost wakeup costs.
     int max_wait_ms() const noexcept override { return reaper_.empty() ? -1 : cap_ms_; }
 
-    void watch(pid_t pid, int) override {
+    void watch(pid_t pid, int, bool exited) override {
         if (reaper_.empty())
             next_peek_ = clock::now() + cap_;
-        reaper_.watch(pid);
+        reaper_.watch(pid, exited);
     }
 
     void unwatch(pid_t pid) noexcept override { reaper_.unwatch(pid); }

@@ -72,12 +72,12 @@ class signalfd_watcher final : public child_watcher {
 
     int wake_fd() const noexcept override { return fd_.get(); }
 
-    void watch(pid_t pid, int) override {
+    void watch(pid_t pid, int, bool exited) override {
         // A thread made since the last check could take this child's SIGCHLD: refuse
         // before watching. Only new threads are read (a /proc listing per watch, plus
         // ~25 us per new thread), so that watch stays cheap with many threads.
         threads_.check_new();
-        reaper_.watch(pid);
+        reaper_.watch(pid, exited);
     }
 
     void unwatch(pid_t pid) noexcept override { reaper_.unwatch(pid); }
