@@ -26,6 +26,14 @@ namespace {
 
 class Contract : public backend_contract_test {};
 
+// Watches @p pid; each report counts a call and records the exit code under its pid.
+void watch_recording(zreap::loop& lp, pid_t pid, std::map<pid_t, int>& got, int& calls) {
+    lp.watch_child(pid, [&got, &calls](const exit_status& s) {
+        ++calls;
+        got[s.pid] = s.exit_code();
+    });
+}
+
 // 1. Every exit reported exactly once with the right code, signal and core flag.
 TEST_P(Contract, ReportsExitCodes) {
     auto lp = make();
@@ -127,28 +135,17 @@ TEST_P(Contract, WakesPromptlyOnExit) {
 TEST_P(Contract, ManySimultaneousExits) {
     auto lp = make();
     constexpr int n = 200;
-    int fds[2];
-    ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-    std::map<pid_t, int> expected;
+    gated_group kids;
     std::map<pid_t, int> got;
     int calls = 0;
-    for (int i = 0; i < n; ++i) {
-        int rd = fds[0];
-        int code = i % 256;
-        pid_t pid = gate_reader(rd, code);
-        expected[pid] = code;
-        lp.watch_child(pid, [&](const exit_status& s) {
-            ++calls;
-            got[s.pid] = s.exit_code();
-        });
-    }
-    close(fds[0]);
-    close(fds[1]);  // every child sees EOF at once
-    ASSERT_TRUE(run_until(lp, [&] { return got.size() == expected.size(); }))
+    for (int i = 0; i < n; ++i)
+        watch_recording(lp, kids.add(i % 256), got, calls);
+    kids.open();  // every child sees EOF at once
+    ASSERT_TRUE(run_until(lp, [&] { return got.size() == kids.codes.size(); }))
         << got.size() << " of " << n << " reported";
     lp.run_once(0ms);
     EXPECT_EQ(calls, n);
-    EXPECT_EQ(got, expected);
+    EXPECT_EQ(got, kids.codes);
 }
 
 // 4. A child that had exited before watch_child is reported promptly.
@@ -196,33 +193,22 @@ TEST_P(Contract, ManyLiveChildrenBesideAForeignZombie) {
     constexpr int one_by_one = 20;
     // One shared gate: each byte written lets exactly one child (whichever reads it) go,
     // and closing it lets all the others go at once.
-    int gate[2];
-    ASSERT_EQ(pipe2(gate, O_CLOEXEC), 0);
-    std::map<pid_t, int> expected;
+    gated_group kids;
     std::map<pid_t, int> got;
     int calls = 0;
-    for (int i = 0; i < n; ++i) {
-        int rd = gate[0];
-        int code = 1 + i % 200;
-        pid_t pid = gate_reader(rd, code);
-        expected[pid] = code;
-        lp.watch_child(pid, [&](const exit_status& s) {
-            ++calls;
-            got[s.pid] = s.exit_code();
-        });
-    }
-    close(gate[0]);
+    for (int i = 0; i < n; ++i)
+        watch_recording(lp, kids.add(1 + i % 200), got, calls);
     for (int i = 1; i <= one_by_one; ++i) {
-        ASSERT_EQ(write(gate[1], "x", 1), 1);
+        ASSERT_TRUE(kids.let_one_go());
         ASSERT_TRUE(run_until(lp, [&] { return calls >= i; })) << "exit " << i << " not reported";
     }
-    close(gate[1]);
-    ASSERT_TRUE(run_until(lp, [&] { return got.size() == expected.size(); }))
+    kids.open();
+    ASSERT_TRUE(run_until(lp, [&] { return got.size() == kids.codes.size(); }))
         << got.size() << " of " << n << " reported";
     for (int i = 0; i < 3; ++i)
         lp.run_once(0ms);
     EXPECT_EQ(calls, n) << "an exit was reported twice";
-    EXPECT_EQ(got, expected);
+    EXPECT_EQ(got, kids.codes);
     int status = 0;
     pid_t r = waitpid(foreign, &status, WNOHANG);
     if (caps().reaps_foreign_children) {
@@ -353,9 +339,7 @@ TEST_P(Contract, ForkedCopiesOfLoopFdsDoNotMakeItSpin) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, nullptr);
-        char c;
-        while (read(hold[0], &c, 1) < 0 && errno == EINTR) {
-        }
+        await_gate(hold[0]);
         _exit(0);
     }
     close(hold[0]);

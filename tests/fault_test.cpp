@@ -131,40 +131,6 @@ std::string one_child_round_trip(zreap::loop& lp, int code) {
     return "";
 }
 
-/// Children that wait on one shared gate and exit with their index's code when it closes.
-struct gated_group {
-    int gate[2] = {-1, -1};
-    std::map<pid_t, int> codes;
-
-    gated_group() {
-        if (::pipe2(gate, O_CLOEXEC) != 0)
-            throw std::runtime_error("pipe2 failed");
-    }
-    ~gated_group() {
-        open();
-        if (gate[0] >= 0)
-            ::close(gate[0]);
-    }
-    pid_t add(int code) {
-        int rd = gate[0];
-        pid_t pid = fork_child(
-            [rd, code] {
-                char c;
-                while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-                }
-                return code;
-            },
-            rd);
-        codes[pid] = code;
-        return pid;
-    }
-    void open() {
-        if (gate[1] >= 0)
-            ::close(gate[1]);
-        gate[1] = -1;
-    }
-};
-
 struct signal_state {
     sigset_t mask{};
     struct sigaction chld {};
@@ -360,7 +326,7 @@ TEST_P(Fault, ExitNamedBySignalFoundWithThePeekRefused) {
             // Looks at the freshly watched pids, all alive: from now on only signals count.
             lp.run_once(0ms);
             for (int i = 1; i <= 10; ++i) {
-                CHILD_CHECK(::write(kids.gate[1], "x", 1) == 1);
+                CHILD_CHECK(kids.let_one_go());
                 if (!run_until(
                         lp, [&] { return calls >= i; }, 10s))
                     return "exit " + std::to_string(i) + " of 10 not reported in 10 s";
