@@ -23,12 +23,11 @@
 #include <thread>
 #include <vector>
 
-#if ZREAP_TEST_HAVE_SECCOMP
-#include <seccomp.h>
-#endif
-
 #include "backend_fixture.hpp"
 #include "helpers.hpp"
+#if ZREAP_TEST_HAVE_SECCOMP
+#include "seccomp_filter.hpp"
+#endif
 #include "zreap_config.h"
 
 using namespace zreap_test;
@@ -192,21 +191,15 @@ INSTANTIATE_TEST_SUITE_P(Backends, Fault, ::testing::ValuesIn(zreap::compiled_ba
 // as a container runtime's or a sandbox's filter does. Everything else is allowed, waitid
 // with P_PID and P_ALL included: the fallback backends need them.
 std::string block_pidfd(bool open, bool waitid, int err) {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx)
-        return "seccomp_init failed";
-    // libseccomp sets no_new_privs itself (SCMP_FLTATR_CTL_NNP), which a non-root process
-    // needs before it may install a filter.
-    int rc = 0;
-    if (open)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(pidfd_open), 0);
-    if (rc == 0 && waitid)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 1,
-                              SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(P_PIDFD)));
-    if (rc == 0)
-        rc = seccomp_load(ctx);
-    seccomp_release(ctx);
-    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+    return install_seccomp([=](scmp_filter_ctx ctx) {
+        int rc = 0;
+        if (open)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(pidfd_open), 0);
+        if (rc == 0 && waitid)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 1,
+                                  SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(P_PIDFD)));
+        return rc;
+    });
 }
 
 struct seccomp_case {
@@ -287,18 +280,13 @@ INSTANTIATE_TEST_SUITE_P(Seccomp, PidfdBlocked,
 // peek over every child of the process is then gone, and only the pids the signals named
 // (si_pid, ssi_pid) can lead them to an exited child.
 std::string refuse_peek() {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx)
-        return "seccomp_init failed";
-    // The low 32 bits only: idtype_t is an int, and the upper half of its register is not
-    // defined by the calling convention.
-    int rc = seccomp_rule_add(
-        ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(waitid), 1,
-        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_ALL)));
-    if (rc == 0)
-        rc = seccomp_load(ctx);
-    seccomp_release(ctx);
-    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+    return install_seccomp([](scmp_filter_ctx ctx) {
+        // The low 32 bits only: idtype_t is an int, and the upper half of its register is
+        // not defined by the calling convention.
+        return seccomp_rule_add(
+            ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(waitid), 1,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_ALL)));
+    });
 }
 
 // Every backend finds an exit named by its own signal without waitid(P_ALL): pidfd and
@@ -596,17 +584,12 @@ int pidfd_of(pid_t pid) {
 
 // Makes waitid(P_PIDFD, @p fd, ...) fail with @p err, and nothing else.
 std::string refuse_waitid_on(int fd, int err) {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx)
-        return "seccomp_init failed";
-    int rc = seccomp_rule_add(
-        ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 2,
-        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_PIDFD)),
-        SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(fd)));
-    if (rc == 0)
-        rc = seccomp_load(ctx);
-    seccomp_release(ctx);
-    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+    return install_seccomp([=](scmp_filter_ctx ctx) {
+        return seccomp_rule_add(
+            ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 2,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_PIDFD)),
+            SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(fd)));
+    });
 }
 
 // One child whose waitid fails (EIO from a filter) makes the loop throw, but the other

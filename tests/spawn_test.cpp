@@ -25,7 +25,8 @@
 
 #if ZREAP_TEST_SECCOMP
 #include <sched.h>
-#include <seccomp.h>
+
+#include "seccomp_filter.hpp"
 #endif
 
 using namespace zreap_test;
@@ -768,14 +769,12 @@ TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
     const backend b = GetParam();
     EXPECT_EXIT(
         {
-            scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
             // glibc's clone() passes the flags as the system call's first argument.
-            if (!ctx ||
-                seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone), 1,
-                                 SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_PIDFD, CLONE_PIDFD)) != 0 ||
-                seccomp_load(ctx) != 0)
+            if (!install_seccomp([](scmp_filter_ctx ctx) {
+                     return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone), 1,
+                                             SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_PIDFD, CLONE_PIDFD));
+                 }).empty())
                 std::_Exit(10);
-            seccomp_release(ctx);
             zreap::loop lp(b);
             int code = -1;
             zreap::child c = zreap::spawn(lp, helper({"exit", "7"}),
