@@ -130,15 +130,6 @@ std::string one_child_round_trip(zreap::loop& lp, int code) {
     return "";
 }
 
-struct signal_state {
-    sigset_t mask{};
-    struct sigaction chld {};
-    signal_state() {
-        ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
-        ::sigaction(SIGCHLD, nullptr, &chld);
-    }
-};
-
 void expect_same(const signal_state& a, const signal_state& b) {
     // sa_mask only means something for a handler function; for SIG_DFL ThreadSanitizer's
     // sigaction interceptor reports a full mask of its own.

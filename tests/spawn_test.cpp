@@ -71,15 +71,12 @@ class Spawn : public ::testing::TestWithParam<backend> {
   protected:
     void SetUp() override {
         ASSERT_TRUE(zreap::backend_usable(GetParam()));
-        sigprocmask(SIG_SETMASK, nullptr, &mask_before_);
+        signals_before_ = signal_state();
         fds_before_ = open_fds();
     }
     void TearDown() override {
         EXPECT_EQ(reap_leftovers(), 0) << "a child was left unreaped";
-        sigset_t now;
-        sigprocmask(SIG_SETMASK, nullptr, &now);
-        for (int s = 1; s < NSIG; ++s)
-            EXPECT_EQ(sigismember(&now, s), sigismember(&mask_before_, s)) << "signal " << s;
+        signals_before_.expect_mask_unchanged();
         EXPECT_EQ(open_fds(), fds_before_) << "fds leaked";
     }
 
@@ -136,7 +133,7 @@ class Spawn : public ::testing::TestWithParam<backend> {
         return {};
     }
 
-    sigset_t mask_before_{};
+    signal_state signals_before_;
     std::set<int> fds_before_;
 };
 
