@@ -67,6 +67,16 @@ void capture(zreap::loop& lp, int fd, std::string& sink, bool& eof, std::size_t 
     });
 }
 
+std::string temp_file(const std::string& content, mode_t mode) {
+    std::string path =
+        (std::filesystem::temp_directory_path() /
+         ("zreap-spawn-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand())))
+            .string();
+    std::ofstream(path) << content;
+    ::chmod(path.c_str(), mode);
+    return path;
+}
+
 class Spawn : public ::testing::TestWithParam<backend> {
   protected:
     void SetUp() override {
@@ -133,19 +143,20 @@ class Spawn : public ::testing::TestWithParam<backend> {
         return {};
     }
 
+    // The errno spawn throws for a program file holding @p content with @p mode.
+    int errno_of_spawning_file(const std::string& content, mode_t mode) {
+        auto lp = make();
+        std::string path = temp_file(content, mode);
+        spawn_options o;
+        o.argv = {path};
+        int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
+        ::unlink(path.c_str());
+        return err;
+    }
+
     signal_state signals_before_;
     std::set<int> fds_before_;
 };
-
-std::string temp_file(const std::string& content, mode_t mode) {
-    std::string path =
-        (std::filesystem::temp_directory_path() /
-         ("zreap-spawn-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand())))
-            .string();
-    std::ofstream(path) << content;
-    ::chmod(path.c_str(), mode);
-    return path;
-}
 
 std::set<std::string> lines(const std::string& s) {
     std::set<std::string> out;
@@ -223,25 +234,13 @@ TEST_P(Spawn, MissingProgramThrowsEnoent) {
 }
 
 TEST_P(Spawn, NonExecutableFileThrowsEacces) {
-    auto lp = make();
-    std::string path = temp_file("#!/bin/sh\nexit 0\n", 0644);
-    spawn_options o;
-    o.argv = {path};
-    int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
-    ::unlink(path.c_str());
-    EXPECT_EQ(err, EACCES);
+    EXPECT_EQ(errno_of_spawning_file("#!/bin/sh\nexit 0\n", 0644), EACCES);
     EXPECT_EQ(reap_leftovers(), 0);
 }
 
 TEST_P(Spawn, UnknownFormatThrowsEnoexec) {
-    auto lp = make();
     // No shebang, no ELF header: execve says ENOEXEC, and spawn does not retry with /bin/sh.
-    std::string path = temp_file("this is not a program\n", 0755);
-    spawn_options o;
-    o.argv = {path};
-    int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
-    ::unlink(path.c_str());
-    EXPECT_EQ(err, ENOEXEC);
+    EXPECT_EQ(errno_of_spawning_file("this is not a program\n", 0755), ENOEXEC);
     EXPECT_EQ(reap_leftovers(), 0);
 }
 
