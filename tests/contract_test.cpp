@@ -80,7 +80,6 @@ TEST_P(Contract, ReportsCoreDump) {
     char dir[] = "/tmp/zreap-core-XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
     auto lp = make();
-    exit_status seen;
     pid_t pid = fork_child([&dir] {
         struct rlimit r {
             RLIM_INFINITY, RLIM_INFINITY
@@ -92,8 +91,8 @@ TEST_P(Contract, ReportsCoreDump) {
         kill(getpid(), SIGQUIT);
         return 99;
     });
-    lp.watch_child(pid, [&](const exit_status& s) { seen = s; });
-    ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; }));
+    exit_status seen = watch_until_reported(lp, pid);
+    ASSERT_NE(seen.pid, 0);
     EXPECT_TRUE(seen.signaled());
     EXPECT_EQ(seen.term_signal(), SIGQUIT);
     char pattern[256] = {};
@@ -153,10 +152,9 @@ TEST_P(Contract, ChildExitedBeforeWatch) {
     auto lp = make();
     pid_t pid = exit_now(3);
     wait_until_zombie(pid);
-    exit_status seen;
-    lp.watch_child(pid, [&](const exit_status& s) { seen = s; });
     auto start = clock_type::now();
-    ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; }));
+    exit_status seen = watch_until_reported(lp, pid);
+    ASSERT_NE(seen.pid, 0);
     EXPECT_EQ(seen.exit_code(), 3);
     EXPECT_LT(clock_type::now() - start, 2s);
 }

@@ -120,10 +120,8 @@ std::string in_forked_child(const std::function<std::string()>& body,
 /// Watches a child that exits with @p code on @p lp and runs the loop until it is reported;
 /// "" if it came back right.
 std::string one_child_round_trip(zreap::loop& lp, int code) {
-    exit_status seen;
-    lp.watch_child(exit_now(code), [&](const exit_status& s) { seen = s; });
-    if (!run_until(
-            lp, [&] { return seen.pid != 0; }, 10s))
+    exit_status seen = watch_until_reported(lp, exit_now(code), 10s);
+    if (seen.pid == 0)
         return "exit not reported";
     if (!seen.exited() || seen.exit_code() != code)
         return "wrong status: " + to_string(seen);

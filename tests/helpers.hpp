@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -167,6 +168,18 @@ inline bool run_until(zreap::loop& lp, const std::function<bool()>& done,
         lp.run_once(100ms);
     }
     return true;
+}
+
+/// Watches @p pid and runs @p lp until its exit is reported or @p bound has passed; the
+/// reported status, or one with pid 0 if none came in time.
+inline zreap::exit_status watch_until_reported(
+    zreap::loop& lp, pid_t pid, std::chrono::milliseconds bound = std::chrono::seconds(20)) {
+    // Shared: if the exit comes late, the callback may still run after this returns.
+    auto seen = std::make_shared<zreap::exit_status>();
+    lp.watch_child(pid, [seen](const zreap::exit_status& s) { *seen = s; });
+    run_until(
+        lp, [&] { return seen->pid != 0; }, bound);
+    return *seen;
 }
 
 /// The fds open in this process now.

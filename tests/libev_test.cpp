@@ -53,9 +53,8 @@ TEST_F(Libev, SecondLoopIsRefusedWithEbusy) {
 TEST_F(Libev, ANewLoopWorksAfterThePreviousOneIsGone) {
     for (int round = 0; round < 3; ++round) {
         zreap::loop lp(backend::libev);
-        exit_status seen;
-        lp.watch_child(exit_now(round + 1), [&](const exit_status& s) { seen = s; });
-        ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; })) << "round " << round;
+        exit_status seen = watch_until_reported(lp, exit_now(round + 1));
+        ASSERT_NE(seen.pid, 0) << "round " << round;
         EXPECT_EQ(seen.exit_code(), round + 1);
     }
 }
@@ -80,10 +79,9 @@ TEST_F(Libev, ChildThatExitedBeforeTheLoopExistedIsReported) {
     pid_t pid = exit_now(8);
     wait_until_zombie(pid);
     zreap::loop lp(backend::libev);
-    exit_status seen;
-    lp.watch_child(pid, [&](const exit_status& s) { seen = s; });
     auto start = clock_type::now();
-    ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; }));
+    exit_status seen = watch_until_reported(lp, pid);
+    ASSERT_NE(seen.pid, 0);
     EXPECT_EQ(seen.exit_code(), 8);
     EXPECT_LT(clock_type::now() - start, 2s);
 }
