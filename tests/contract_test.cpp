@@ -26,6 +26,18 @@ namespace {
 
 class Contract : public backend_contract_test {};
 
+// Watches @p idle (a child that does not exit yet), lets the loop settle, and returns how
+// many times it polled during one run_once(@p window), which must report nothing.
+std::uint64_t polls_in_quiet_window(zreap::loop& lp, const gated_child& idle,
+                                    std::chrono::milliseconds window) {
+    lp.watch_child(idle.pid(), [](const exit_status&) {});
+    lp.run_once(0ms);
+    lp.run_once(0ms);
+    auto before = lp.stats();
+    EXPECT_EQ(lp.run_once(window), 0);
+    return lp.stats().polls - before.polls;
+}
+
 // Watches @p pid; each report counts a call and records the exit code under its pid.
 void watch_recording(zreap::loop& lp, pid_t pid, std::map<pid_t, int>& got, int& calls) {
     lp.watch_child(pid, [&got, &calls](const exit_status& s) {
@@ -287,12 +299,7 @@ TEST_P(Contract, RemoveSomeOfManyBeforeExit) {
         wait_until_zombie(k->pid());
     ASSERT_TRUE(run_until(lp, [&] { return got.size() == expected.size(); }));
     gated_child idle;
-    lp.watch_child(idle.pid(), [](const exit_status&) {});
-    lp.run_once(0ms);
-    lp.run_once(0ms);
-    auto before = lp.stats();
-    EXPECT_EQ(lp.run_once(300ms), 0);
-    auto polls = lp.stats().polls - before.polls;
+    auto polls = polls_in_quiet_window(lp, idle, 300ms);
     if (caps().race_free) {
         EXPECT_EQ(polls, 1u) << "the loop woke up for a removed child";
     }
@@ -340,12 +347,7 @@ TEST_P(Contract, ForkedCopiesOfLoopFdsDoNotMakeItSpin) {
     close(go[1]);  // every watched child exits now; the holder lives on
     ASSERT_TRUE(run_until(lp, [&] { return got.size() == static_cast<std::size_t>(n); }));
     gated_child idle;
-    lp.watch_child(idle.pid(), [](const exit_status&) {});
-    lp.run_once(0ms);
-    lp.run_once(0ms);
-    auto before = lp.stats();
-    EXPECT_EQ(lp.run_once(300ms), 0);
-    auto polls = lp.stats().polls - before.polls;
+    auto polls = polls_in_quiet_window(lp, idle, 300ms);
     if (caps().race_free) {
         EXPECT_EQ(polls, 1u) << "the loop spun on an fd of a reported exit";
     } else {
