@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -47,6 +48,15 @@ struct outcome {
     bool out_eof = false, err_eof = false;
     // Bytes of stdout read when the exit callback ran.
     std::size_t out_at_exit = 0;
+
+    // An exit callback that records the exit here.
+    std::function<void(const exit_status&)> on_exit() {
+        return [this](const exit_status& s) {
+            exited = true;
+            status = s;
+            out_at_exit = out.size();
+        };
+    }
 };
 
 // One read of at most @p chunk bytes per call, like a user's callback would do; removes
@@ -105,11 +115,7 @@ class Spawn : public ::testing::TestWithParam<backend> {
     outcome run(spawn_options o, std::size_t chunk = 65536) {
         auto lp = make();
         outcome r;
-        zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-            r.exited = true;
-            r.status = s;
-            r.out_at_exit = r.out.size();
-        });
+        zreap::child c = zreap::spawn(lp, o, r.on_exit());
         capture(lp, c.stdout_fd(), r.out, r.out_eof, chunk);
         capture(lp, c.stderr_fd(), r.err, r.err_eof, chunk);
         bool ok = run_until(lp, [&] {
@@ -261,10 +267,7 @@ TEST_P(Spawn, StdinAndStdoutPipes) {
     auto o = helper({"echo"});
     o.stdin_mode = stdio::pipe;
     o.stdout_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     for (int fd : {c.stdin_fd(), c.stdout_fd()}) {
         ASSERT_GE(fd, 0);
         EXPECT_TRUE(::fcntl(fd, F_GETFL) & O_NONBLOCK);
@@ -302,10 +305,7 @@ TEST_P(Spawn, PipesAndNullAtLowNumbers) {
         outcome r;
         std::string err;
         try {
-            zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-                r.exited = true;
-                r.status = s;
-            });
+            zreap::child c = zreap::spawn(lp, o, r.on_exit());
             ::dup2(saved_stdin, 0);
             capture(lp, c.stdout_fd(), r.out, r.out_eof);
             capture(lp, c.stderr_fd(), r.err, r.err_eof);
@@ -510,10 +510,7 @@ TEST_P(Spawn, ChildStartsWithCleanSignalState) {
     outcome r;
     auto o = helper({"sigstatus"});
     o.stdout_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     // Restored right after the spawn: the test checks what the child got at creation. Only
     // what the test blocked is unblocked: the loop may have blocked SIGCHLD itself (signalfd).
     pthread_sigmask(SIG_UNBLOCK, &block, nullptr);
@@ -621,10 +618,7 @@ TEST_P(Spawn, KillSignalsTheChild) {
     outcome r;
     auto o = helper({"echo"});
     o.stdin_mode = stdio::pipe;  // blocks on stdin until killed
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     c.kill(SIGKILL);
     ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
     EXPECT_TRUE(r.status.signaled());
@@ -654,10 +648,7 @@ TEST_P(Spawn, TerminateEscalatesToSigkillAfterGrace) {
     outcome r;
     auto o = helper({"ignore-term"});
     o.stdout_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     capture(lp, c.stdout_fd(), r.out, r.out_eof);
     ASSERT_TRUE(run_until(lp, [&] { return r.out == "ready\n"; }));
     const auto grace = 200ms;
@@ -675,10 +666,7 @@ TEST_P(Spawn, TerminateRemovesItsTimerWhenTheChildExits) {
     outcome r;
     auto o = helper({"echo"});
     o.stdin_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     c.terminate(std::chrono::hours(1));
     ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
     EXPECT_EQ(r.status.term_signal(), SIGTERM);
@@ -805,10 +793,7 @@ TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
             cwd.stdout_mode = stdio::pipe;
             // On the same loop: signalfd and libev allow one per process.
             outcome r;
-            zreap::child k = zreap::spawn(lp, cwd, [&](const exit_status& s) {
-                r.exited = true;
-                r.status = s;
-            });
+            zreap::child k = zreap::spawn(lp, cwd, r.on_exit());
             capture(lp, k.stdout_fd(), r.out, r.out_eof);
             if (!run_until(lp, [&] { return r.exited && r.out_eof; }) ||
                 r.status.exit_code() != 0 || r.out != "/\n")
