@@ -5,6 +5,7 @@
 // and SIGCHLD disposition as it found them.
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <signal.h>
 
 #include <string>
@@ -18,6 +19,30 @@ inline std::string backend_param_name(const ::testing::TestParamInfo<zreap::back
     return std::string(zreap::to_string(info.param));
 }
 
+/// The calling thread's signal mask and the SIGCHLD disposition, as they were when it was
+/// made; the expect_* checks compare them with now.
+struct signal_state {
+    sigset_t mask{};
+    struct sigaction chld {};
+    signal_state() {
+        ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+        ::sigaction(SIGCHLD, nullptr, &chld);
+    }
+    /// Every signal blocked then is blocked now, and no other.
+    void expect_mask_unchanged() const {
+        sigset_t now;
+        ::pthread_sigmask(SIG_SETMASK, nullptr, &now);
+        for (int s = 1; s < NSIG; ++s)
+            EXPECT_EQ(sigismember(&now, s), sigismember(&mask, s)) << "signal " << s;
+    }
+    /// SIGCHLD has the handler (or SIG_DFL/SIG_IGN) it had then.
+    void expect_chld_handler_unchanged() const {
+        struct sigaction sa {};
+        ::sigaction(SIGCHLD, nullptr, &sa);
+        EXPECT_EQ(sa.sa_handler, chld.sa_handler) << "SIGCHLD disposition not restored";
+    }
+};
+
 /// A test run for one backend, which must be usable here, and must leave the signal mask
 /// and the SIGCHLD disposition as it found them.
 class backend_contract_test : public ::testing::TestWithParam<zreap::backend> {
@@ -25,24 +50,17 @@ class backend_contract_test : public ::testing::TestWithParam<zreap::backend> {
     void SetUp() override {
         ASSERT_TRUE(zreap::backend_usable(GetParam()))
             << zreap::to_string(GetParam()) << " is compiled in but not usable on this machine";
-        sigprocmask(SIG_SETMASK, nullptr, &mask_before_);
-        sigaction(SIGCHLD, nullptr, &chld_before_);
+        before_ = signal_state();
     }
     void TearDown() override {
         reap_leftovers();
-        sigset_t now;
-        sigprocmask(SIG_SETMASK, nullptr, &now);
-        for (int s = 1; s < NSIG; ++s)
-            EXPECT_EQ(sigismember(&now, s), sigismember(&mask_before_, s)) << "signal " << s;
-        struct sigaction sa {};
-        sigaction(SIGCHLD, nullptr, &sa);
-        EXPECT_EQ(sa.sa_handler, chld_before_.sa_handler) << "SIGCHLD disposition not restored";
+        before_.expect_mask_unchanged();
+        before_.expect_chld_handler_unchanged();
     }
     zreap::loop make() { return zreap::loop(GetParam()); }
     zreap::capabilities caps() const { return zreap::backend_capabilities(GetParam()); }
 
-    sigset_t mask_before_{};
-    struct sigaction chld_before_ {};
+    signal_state before_;
 };
 
 }  // namespace zreap_test

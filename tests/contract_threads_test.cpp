@@ -78,14 +78,7 @@ class unblocked_thread {
                 return;
             for (int i = 0; i < request_; ++i) {
                 int rd = gate_, code = (first_code_ + i) % 256;
-                forked_.push_back(fork_child(
-                    [rd, code] {
-                        char c;
-                        while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-                        }
-                        return code;
-                    },
-                    rd));
+                forked_.push_back(gate_reader(rd, code));
             }
             request_ = 0;
             cv_.notify_all();

@@ -138,9 +138,7 @@ TEST_P(ContractWakeup, ThousandsOfExitsNoneLostBeyondTheCap) {
             volatile std::int64_t* slot = stamps.data() + i;
             pid_t pid = fork_child(
                 [rd, us, slot, i] {
-                    char c;
-                    while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-                    }
+                    await_gate(rd);
                     // select, not nanosleep: it is async-signal-safe, and this child was
                     // forked from a process that may have threads.
                     timeval tv{0, us};
@@ -262,10 +260,8 @@ TEST_P(ContractWakeup, SignalTakenByAnotherThread) {
         std::thread helper([&chld, rd = park[0], helper_takes_it] {
             if (helper_takes_it)
                 pthread_sigmask(SIG_UNBLOCK, &chld, nullptr);
-            char c;
             // SA_RESTART (the hub's handler) restarts read; EOF ends the thread.
-            while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-            }
+            await_gate(rd);
         });
 
         bool cap_path_seen = false;
@@ -275,9 +271,7 @@ TEST_P(ContractWakeup, SignalTakenByAnotherThread) {
             const int rd = gate[0];
             pid_t pid = fork_child(
                 [rd] {
-                    char c;
-                    while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-                    }
+                    await_gate(rd);
                     timeval tv{0, 20'000};
                     ::select(0, nullptr, nullptr, nullptr, &tv);
                     return 11;

@@ -27,12 +27,27 @@ static_assert(accepted_as_socket<void*>::value);
 static_assert(!accepted_as_socket<zmq::message_t&>::value);
 static_assert(!accepted_as_socket<int>::value);
 
+// Two sockets of one context, connected over inproc://@p name: bound() and connected().
+class inproc_pair {
+  public:
+    inproc_pair(zmq::socket_type bound_type, zmq::socket_type connected_type,
+                const std::string& name)
+        : bound_(ctx_, bound_type), connected_(ctx_, connected_type) {
+        bound_.bind("inproc://" + name);
+        connected_.connect("inproc://" + name);
+    }
+    zmq::socket_t& bound() { return bound_; }
+    zmq::socket_t& connected() { return connected_; }
+
+  private:
+    zmq::context_t ctx_;
+    zmq::socket_t bound_, connected_;
+};
+
 TEST(Cppzmq, SocketRoundTrip) {
-    zmq::context_t ctx;
-    zmq::socket_t rep(ctx, zmq::socket_type::rep);
-    zmq::socket_t req(ctx, zmq::socket_type::req);
-    rep.bind("inproc://cppzmq");
-    req.connect("inproc://cppzmq");
+    inproc_pair pair(zmq::socket_type::rep, zmq::socket_type::req, "cppzmq");
+    zmq::socket_t& rep = pair.bound();
+    zmq::socket_t& req = pair.connected();
 
     zreap::loop lp;
     std::string reply;
@@ -62,11 +77,9 @@ TEST(Cppzmq, SocketRoundTrip) {
 // The source polls the libzmq socket itself: removing it stops the callbacks even though
 // the cppzmq object lives on.
 TEST(Cppzmq, RemoveStopsCallbacks) {
-    zmq::context_t ctx;
-    zmq::socket_t pull(ctx, zmq::socket_type::pull);
-    zmq::socket_t push(ctx, zmq::socket_type::push);
-    pull.bind("inproc://cppzmq-remove");
-    push.connect("inproc://cppzmq-remove");
+    inproc_pair pair(zmq::socket_type::pull, zmq::socket_type::push, "cppzmq-remove");
+    zmq::socket_t& pull = pair.bound();
+    zmq::socket_t& push = pair.connected();
 
     zreap::loop lp;
     int calls = 0;

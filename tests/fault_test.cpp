@@ -23,12 +23,11 @@
 #include <thread>
 #include <vector>
 
-#if ZREAP_TEST_HAVE_SECCOMP
-#include <seccomp.h>
-#endif
-
 #include "backend_fixture.hpp"
 #include "helpers.hpp"
+#if ZREAP_TEST_HAVE_SECCOMP
+#include "seccomp_filter.hpp"
+#endif
 #include "zreap_config.h"
 
 using namespace zreap_test;
@@ -121,58 +120,13 @@ std::string in_forked_child(const std::function<std::string()>& body,
 /// Watches a child that exits with @p code on @p lp and runs the loop until it is reported;
 /// "" if it came back right.
 std::string one_child_round_trip(zreap::loop& lp, int code) {
-    exit_status seen;
-    lp.watch_child(exit_now(code), [&](const exit_status& s) { seen = s; });
-    if (!run_until(
-            lp, [&] { return seen.pid != 0; }, 10s))
+    exit_status seen = watch_until_reported(lp, exit_now(code), 10s);
+    if (seen.pid == 0)
         return "exit not reported";
     if (!seen.exited() || seen.exit_code() != code)
         return "wrong status: " + to_string(seen);
     return "";
 }
-
-/// Children that wait on one shared gate and exit with their index's code when it closes.
-struct gated_group {
-    int gate[2] = {-1, -1};
-    std::map<pid_t, int> codes;
-
-    gated_group() {
-        if (::pipe2(gate, O_CLOEXEC) != 0)
-            throw std::runtime_error("pipe2 failed");
-    }
-    ~gated_group() {
-        open();
-        if (gate[0] >= 0)
-            ::close(gate[0]);
-    }
-    pid_t add(int code) {
-        int rd = gate[0];
-        pid_t pid = fork_child(
-            [rd, code] {
-                char c;
-                while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-                }
-                return code;
-            },
-            rd);
-        codes[pid] = code;
-        return pid;
-    }
-    void open() {
-        if (gate[1] >= 0)
-            ::close(gate[1]);
-        gate[1] = -1;
-    }
-};
-
-struct signal_state {
-    sigset_t mask{};
-    struct sigaction chld {};
-    signal_state() {
-        ::pthread_sigmask(SIG_SETMASK, nullptr, &mask);
-        ::sigaction(SIGCHLD, nullptr, &chld);
-    }
-};
 
 void expect_same(const signal_state& a, const signal_state& b) {
     // sa_mask only means something for a handler function; for SIG_DFL ThreadSanitizer's
@@ -226,21 +180,15 @@ INSTANTIATE_TEST_SUITE_P(Backends, Fault, ::testing::ValuesIn(zreap::compiled_ba
 // as a container runtime's or a sandbox's filter does. Everything else is allowed, waitid
 // with P_PID and P_ALL included: the fallback backends need them.
 std::string block_pidfd(bool open, bool waitid, int err) {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx)
-        return "seccomp_init failed";
-    // libseccomp sets no_new_privs itself (SCMP_FLTATR_CTL_NNP), which a non-root process
-    // needs before it may install a filter.
-    int rc = 0;
-    if (open)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(pidfd_open), 0);
-    if (rc == 0 && waitid)
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 1,
-                              SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(P_PIDFD)));
-    if (rc == 0)
-        rc = seccomp_load(ctx);
-    seccomp_release(ctx);
-    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+    return install_seccomp([=](scmp_filter_ctx ctx) {
+        int rc = 0;
+        if (open)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(pidfd_open), 0);
+        if (rc == 0 && waitid)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 1,
+                                  SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(P_PIDFD)));
+        return rc;
+    });
 }
 
 struct seccomp_case {
@@ -321,18 +269,13 @@ INSTANTIATE_TEST_SUITE_P(Seccomp, PidfdBlocked,
 // peek over every child of the process is then gone, and only the pids the signals named
 // (si_pid, ssi_pid) can lead them to an exited child.
 std::string refuse_peek() {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx)
-        return "seccomp_init failed";
-    // The low 32 bits only: idtype_t is an int, and the upper half of its register is not
-    // defined by the calling convention.
-    int rc = seccomp_rule_add(
-        ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(waitid), 1,
-        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_ALL)));
-    if (rc == 0)
-        rc = seccomp_load(ctx);
-    seccomp_release(ctx);
-    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+    return install_seccomp([](scmp_filter_ctx ctx) {
+        // The low 32 bits only: idtype_t is an int, and the upper half of its register is
+        // not defined by the calling convention.
+        return seccomp_rule_add(
+            ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(waitid), 1,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_ALL)));
+    });
 }
 
 // Every backend finds an exit named by its own signal without waitid(P_ALL): pidfd and
@@ -360,7 +303,7 @@ TEST_P(Fault, ExitNamedBySignalFoundWithThePeekRefused) {
             // Looks at the freshly watched pids, all alive: from now on only signals count.
             lp.run_once(0ms);
             for (int i = 1; i <= 10; ++i) {
-                CHILD_CHECK(::write(kids.gate[1], "x", 1) == 1);
+                CHILD_CHECK(kids.let_one_go());
                 if (!run_until(
                         lp, [&] { return calls >= i; }, 10s))
                     return "exit " + std::to_string(i) + " of 10 not reported in 10 s";
@@ -630,17 +573,12 @@ int pidfd_of(pid_t pid) {
 
 // Makes waitid(P_PIDFD, @p fd, ...) fail with @p err, and nothing else.
 std::string refuse_waitid_on(int fd, int err) {
-    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-    if (!ctx)
-        return "seccomp_init failed";
-    int rc = seccomp_rule_add(
-        ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 2,
-        SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_PIDFD)),
-        SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(fd)));
-    if (rc == 0)
-        rc = seccomp_load(ctx);
-    seccomp_release(ctx);
-    return rc == 0 ? "" : std::string("seccomp: ") + std::strerror(-rc);
+    return install_seccomp([=](scmp_filter_ctx ctx) {
+        return seccomp_rule_add(
+            ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 2,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_PIDFD)),
+            SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(fd)));
+    });
 }
 
 // One child whose waitid fails (EIO from a filter) makes the loop throw, but the other

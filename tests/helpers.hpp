@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <functional>
+#include <map>
+#include <memory>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -49,14 +51,20 @@ pid_t fork_child(F body, int keep_fd = -1) {
     return pid;
 }
 
+/// Blocks until a byte, or end of file, can be read from @p rd (the read end of a gate pipe).
+/// Async-signal-safe: children forked from the threaded test process call it.
+inline void await_gate(int rd) {
+    char c;
+    while (::read(rd, &c, 1) < 0 && errno == EINTR) {
+    }
+}
+
 /// A child that exits with @p code once it reads a byte, or end of file, from @p rd: the read
 /// end of a gate pipe, the only fd it keeps besides stdio.
 inline pid_t gate_reader(int rd, int code = 0) {
     return fork_child(
         [rd, code] {
-            char c;
-            while (::read(rd, &c, 1) < 0 && errno == EINTR) {
-            }
+            await_gate(rd);
             return code;
         },
         rd);
@@ -110,6 +118,39 @@ class gated_child {
     int write_ = -1;
 };
 
+/// Children that wait on one shared gate, each exiting with the code it was added with:
+/// each byte written lets exactly one of them (whichever reads it) go, and open() lets all
+/// the others go at once.
+struct gated_group {
+    int gate[2] = {-1, -1};
+    std::map<pid_t, int> codes;
+
+    gated_group() {
+        if (::pipe2(gate, O_CLOEXEC) != 0)
+            throw std::runtime_error("pipe2 failed");
+    }
+    ~gated_group() {
+        open();
+        if (gate[0] >= 0)
+            ::close(gate[0]);
+    }
+    gated_group(const gated_group&) = delete;
+    gated_group& operator=(const gated_group&) = delete;
+    pid_t add(int code) {
+        pid_t pid = gate_reader(gate[0], code);
+        codes[pid] = code;
+        return pid;
+    }
+    /// Lets one child go; false if the byte could not be written.
+    bool let_one_go() { return ::write(gate[1], "x", 1) == 1; }
+    /// Lets every child still waiting go.
+    void open() {
+        if (gate[1] >= 0)
+            ::close(gate[1]);
+        gate[1] = -1;
+    }
+};
+
 /// Waits (without reaping) until @p pid is a zombie.
 inline void wait_until_zombie(pid_t pid) {
     siginfo_t si{};
@@ -127,6 +168,18 @@ inline bool run_until(zreap::loop& lp, const std::function<bool()>& done,
         lp.run_once(100ms);
     }
     return true;
+}
+
+/// Watches @p pid and runs @p lp until its exit is reported or @p bound has passed; the
+/// reported status, or one with pid 0 if none came in time.
+inline zreap::exit_status watch_until_reported(
+    zreap::loop& lp, pid_t pid, std::chrono::milliseconds bound = std::chrono::seconds(20)) {
+    // Shared: if the exit comes late, the callback may still run after this returns.
+    auto seen = std::make_shared<zreap::exit_status>();
+    lp.watch_child(pid, [seen](const zreap::exit_status& s) { *seen = s; });
+    run_until(
+        lp, [&] { return seen->pid != 0; }, bound);
+    return *seen;
 }
 
 /// The fds open in this process now.

@@ -13,6 +13,7 @@
 #include <map>
 #include <thread>
 
+#include "backend_fixture.hpp"
 #include "helpers.hpp"
 
 using namespace zreap_test;
@@ -21,23 +22,17 @@ using zreap::exit_status;
 
 namespace {
 
+// Each test leaves SIGCHLD's disposition, and whether it is blocked, as it found them.
 class Libev : public ::testing::Test {
   protected:
-    void SetUp() override {
-        pthread_sigmask(SIG_SETMASK, nullptr, &mask_before_);
-        sigaction(SIGCHLD, nullptr, &chld_before_);
-    }
     void TearDown() override {
         reap_leftovers();
         sigset_t now;
         pthread_sigmask(SIG_SETMASK, nullptr, &now);
-        EXPECT_EQ(sigismember(&now, SIGCHLD), sigismember(&mask_before_, SIGCHLD));
-        struct sigaction sa {};
-        sigaction(SIGCHLD, nullptr, &sa);
-        EXPECT_EQ(sa.sa_handler, chld_before_.sa_handler) << "SIGCHLD disposition not restored";
+        EXPECT_EQ(sigismember(&now, SIGCHLD), sigismember(&before_.mask, SIGCHLD));
+        before_.expect_chld_handler_unchanged();
     }
-    sigset_t mask_before_{};
-    struct sigaction chld_before_ {};
+    signal_state before_;
 };
 
 TEST_F(Libev, SecondLoopIsRefusedWithEbusy) {
@@ -58,9 +53,8 @@ TEST_F(Libev, SecondLoopIsRefusedWithEbusy) {
 TEST_F(Libev, ANewLoopWorksAfterThePreviousOneIsGone) {
     for (int round = 0; round < 3; ++round) {
         zreap::loop lp(backend::libev);
-        exit_status seen;
-        lp.watch_child(exit_now(round + 1), [&](const exit_status& s) { seen = s; });
-        ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; })) << "round " << round;
+        exit_status seen = watch_until_reported(lp, exit_now(round + 1));
+        ASSERT_NE(seen.pid, 0) << "round " << round;
         EXPECT_EQ(seen.exit_code(), round + 1);
     }
 }
@@ -76,7 +70,7 @@ TEST_F(Libev, RefusesWhenOtherCodeOwnsLibevsDefaultLoop) {
         error = e.what();
     }
     ev_loop_destroy(theirs);
-    sigaction(SIGCHLD, &chld_before_, nullptr);  // libev leaves SIG_DFL behind
+    sigaction(SIGCHLD, &before_.chld, nullptr);  // libev leaves SIG_DFL behind
     EXPECT_NE(error.find("default loop"), std::string::npos) << error;
 }
 
@@ -85,10 +79,9 @@ TEST_F(Libev, ChildThatExitedBeforeTheLoopExistedIsReported) {
     pid_t pid = exit_now(8);
     wait_until_zombie(pid);
     zreap::loop lp(backend::libev);
-    exit_status seen;
-    lp.watch_child(pid, [&](const exit_status& s) { seen = s; });
     auto start = clock_type::now();
-    ASSERT_TRUE(run_until(lp, [&] { return seen.pid != 0; }));
+    exit_status seen = watch_until_reported(lp, pid);
+    ASSERT_NE(seen.pid, 0);
     EXPECT_EQ(seen.exit_code(), 8);
     EXPECT_LT(clock_type::now() - start, 2s);
 }

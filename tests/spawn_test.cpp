@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -25,7 +26,8 @@
 
 #if ZREAP_TEST_SECCOMP
 #include <sched.h>
-#include <seccomp.h>
+
+#include "seccomp_filter.hpp"
 #endif
 
 using namespace zreap_test;
@@ -46,6 +48,15 @@ struct outcome {
     bool out_eof = false, err_eof = false;
     // Bytes of stdout read when the exit callback ran.
     std::size_t out_at_exit = 0;
+
+    // An exit callback that records the exit here.
+    std::function<void(const exit_status&)> on_exit() {
+        return [this](const exit_status& s) {
+            exited = true;
+            status = s;
+            out_at_exit = out.size();
+        };
+    }
 };
 
 // One read of at most @p chunk bytes per call, like a user's callback would do; removes
@@ -66,19 +77,26 @@ void capture(zreap::loop& lp, int fd, std::string& sink, bool& eof, std::size_t 
     });
 }
 
+std::string temp_file(const std::string& content, mode_t mode) {
+    std::string path =
+        (std::filesystem::temp_directory_path() /
+         ("zreap-spawn-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand())))
+            .string();
+    std::ofstream(path) << content;
+    ::chmod(path.c_str(), mode);
+    return path;
+}
+
 class Spawn : public ::testing::TestWithParam<backend> {
   protected:
     void SetUp() override {
         ASSERT_TRUE(zreap::backend_usable(GetParam()));
-        sigprocmask(SIG_SETMASK, nullptr, &mask_before_);
+        signals_before_ = signal_state();
         fds_before_ = open_fds();
     }
     void TearDown() override {
         EXPECT_EQ(reap_leftovers(), 0) << "a child was left unreaped";
-        sigset_t now;
-        sigprocmask(SIG_SETMASK, nullptr, &now);
-        for (int s = 1; s < NSIG; ++s)
-            EXPECT_EQ(sigismember(&now, s), sigismember(&mask_before_, s)) << "signal " << s;
+        signals_before_.expect_mask_unchanged();
         EXPECT_EQ(open_fds(), fds_before_) << "fds leaked";
     }
 
@@ -97,11 +115,7 @@ class Spawn : public ::testing::TestWithParam<backend> {
     outcome run(spawn_options o, std::size_t chunk = 65536) {
         auto lp = make();
         outcome r;
-        zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-            r.exited = true;
-            r.status = s;
-            r.out_at_exit = r.out.size();
-        });
+        zreap::child c = zreap::spawn(lp, o, r.on_exit());
         capture(lp, c.stdout_fd(), r.out, r.out_eof, chunk);
         capture(lp, c.stderr_fd(), r.err, r.err_eof, chunk);
         bool ok = run_until(lp, [&] {
@@ -135,19 +149,20 @@ class Spawn : public ::testing::TestWithParam<backend> {
         return {};
     }
 
-    sigset_t mask_before_{};
+    // The errno spawn throws for a program file holding @p content with @p mode.
+    int errno_of_spawning_file(const std::string& content, mode_t mode) {
+        auto lp = make();
+        std::string path = temp_file(content, mode);
+        spawn_options o;
+        o.argv = {path};
+        int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
+        ::unlink(path.c_str());
+        return err;
+    }
+
+    signal_state signals_before_;
     std::set<int> fds_before_;
 };
-
-std::string temp_file(const std::string& content, mode_t mode) {
-    std::string path =
-        (std::filesystem::temp_directory_path() /
-         ("zreap-spawn-" + std::to_string(::getpid()) + "-" + std::to_string(std::rand())))
-            .string();
-    std::ofstream(path) << content;
-    ::chmod(path.c_str(), mode);
-    return path;
-}
 
 std::set<std::string> lines(const std::string& s) {
     std::set<std::string> out;
@@ -225,25 +240,13 @@ TEST_P(Spawn, MissingProgramThrowsEnoent) {
 }
 
 TEST_P(Spawn, NonExecutableFileThrowsEacces) {
-    auto lp = make();
-    std::string path = temp_file("#!/bin/sh\nexit 0\n", 0644);
-    spawn_options o;
-    o.argv = {path};
-    int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
-    ::unlink(path.c_str());
-    EXPECT_EQ(err, EACCES);
+    EXPECT_EQ(errno_of_spawning_file("#!/bin/sh\nexit 0\n", 0644), EACCES);
     EXPECT_EQ(reap_leftovers(), 0);
 }
 
 TEST_P(Spawn, UnknownFormatThrowsEnoexec) {
-    auto lp = make();
     // No shebang, no ELF header: execve says ENOEXEC, and spawn does not retry with /bin/sh.
-    std::string path = temp_file("this is not a program\n", 0755);
-    spawn_options o;
-    o.argv = {path};
-    int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
-    ::unlink(path.c_str());
-    EXPECT_EQ(err, ENOEXEC);
+    EXPECT_EQ(errno_of_spawning_file("this is not a program\n", 0755), ENOEXEC);
     EXPECT_EQ(reap_leftovers(), 0);
 }
 
@@ -264,10 +267,7 @@ TEST_P(Spawn, StdinAndStdoutPipes) {
     auto o = helper({"echo"});
     o.stdin_mode = stdio::pipe;
     o.stdout_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     for (int fd : {c.stdin_fd(), c.stdout_fd()}) {
         ASSERT_GE(fd, 0);
         EXPECT_TRUE(::fcntl(fd, F_GETFL) & O_NONBLOCK);
@@ -305,10 +305,7 @@ TEST_P(Spawn, PipesAndNullAtLowNumbers) {
         outcome r;
         std::string err;
         try {
-            zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-                r.exited = true;
-                r.status = s;
-            });
+            zreap::child c = zreap::spawn(lp, o, r.on_exit());
             ::dup2(saved_stdin, 0);
             capture(lp, c.stdout_fd(), r.out, r.out_eof);
             capture(lp, c.stderr_fd(), r.err, r.err_eof);
@@ -513,10 +510,7 @@ TEST_P(Spawn, ChildStartsWithCleanSignalState) {
     outcome r;
     auto o = helper({"sigstatus"});
     o.stdout_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     // Restored right after the spawn: the test checks what the child got at creation. Only
     // what the test blocked is unblocked: the loop may have blocked SIGCHLD itself (signalfd).
     pthread_sigmask(SIG_UNBLOCK, &block, nullptr);
@@ -624,10 +618,7 @@ TEST_P(Spawn, KillSignalsTheChild) {
     outcome r;
     auto o = helper({"echo"});
     o.stdin_mode = stdio::pipe;  // blocks on stdin until killed
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     c.kill(SIGKILL);
     ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
     EXPECT_TRUE(r.status.signaled());
@@ -657,10 +648,7 @@ TEST_P(Spawn, TerminateEscalatesToSigkillAfterGrace) {
     outcome r;
     auto o = helper({"ignore-term"});
     o.stdout_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     capture(lp, c.stdout_fd(), r.out, r.out_eof);
     ASSERT_TRUE(run_until(lp, [&] { return r.out == "ready\n"; }));
     const auto grace = 200ms;
@@ -678,10 +666,7 @@ TEST_P(Spawn, TerminateRemovesItsTimerWhenTheChildExits) {
     outcome r;
     auto o = helper({"echo"});
     o.stdin_mode = stdio::pipe;
-    zreap::child c = zreap::spawn(lp, o, [&](const exit_status& s) {
-        r.exited = true;
-        r.status = s;
-    });
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
     c.terminate(std::chrono::hours(1));
     ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
     EXPECT_EQ(r.status.term_signal(), SIGTERM);
@@ -768,14 +753,12 @@ TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
     const backend b = GetParam();
     EXPECT_EXIT(
         {
-            scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
             // glibc's clone() passes the flags as the system call's first argument.
-            if (!ctx ||
-                seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone), 1,
-                                 SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_PIDFD, CLONE_PIDFD)) != 0 ||
-                seccomp_load(ctx) != 0)
+            if (!install_seccomp([](scmp_filter_ctx ctx) {
+                     return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone), 1,
+                                             SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_PIDFD, CLONE_PIDFD));
+                 }).empty())
                 std::_Exit(10);
-            seccomp_release(ctx);
             zreap::loop lp(b);
             int code = -1;
             zreap::child c = zreap::spawn(lp, helper({"exit", "7"}),
@@ -810,10 +793,7 @@ TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
             cwd.stdout_mode = stdio::pipe;
             // On the same loop: signalfd and libev allow one per process.
             outcome r;
-            zreap::child k = zreap::spawn(lp, cwd, [&](const exit_status& s) {
-                r.exited = true;
-                r.status = s;
-            });
+            zreap::child k = zreap::spawn(lp, cwd, r.on_exit());
             capture(lp, k.stdout_fd(), r.out, r.out_eof);
             if (!run_until(lp, [&] { return r.exited && r.out_eof; }) ||
                 r.status.exit_code() != 0 || r.out != "/\n")
