@@ -104,7 +104,7 @@ sample run_zreap(zreap::backend b, const config& c) {
     int started = 0, done = 0;
     std::function<void(const zreap::exit_status&)> on_exit;
     auto start_one = [&] {
-        zreap::spawn(lp, o, on_exit);
+        (void)zreap::spawn(lp, o, on_exit);
         ++started;
     };
     on_exit = [&](const zreap::exit_status&) {

@@ -66,12 +66,14 @@ class child_watcher {
 
     /// Start watching @p pid. The loop has checked that @p pid is an unreaped child of
     /// this process and that no zreap loop in the process watches it already. @p pidfd is
-    /// a pidfd for it that the caller keeps (-1 if none); a backend that wants one
-    /// duplicates it. @p exited: that check found the child a zombie already; reap() must
-    /// then report it on the next iteration (wants_immediate_poll() returns true until
-    /// then), since its notice (a SIGCHLD) may be long gone. Otherwise the exit has not
-    /// happened yet and reaches the backend the usual way, so the backend need not look.
-    /// Throws std::system_error on failure (EMFILE, ...), leaving nothing watched.
+    /// a pidfd for it (-1 if none) that the loop owns and lends: it stays open at least
+    /// until unwatch(pid) returns or reap() has reported pid, and the backend uses it
+    /// without duplicating it (one fd per spawned child), never after that. @p exited: that check
+    /// found the child a zombie already; reap() must then report it on the next iteration
+    /// (wants_immediate_poll() returns true until then), since its notice (a SIGCHLD) may be long
+    /// gone. Otherwise the exit has not happened yet and reaches the backend the usual way, so the
+    /// backend need not look. Throws std::system_error on failure (EMFILE, ...), leaving nothing
+    /// watched.
     virtual void watch(pid_t pid, int pidfd, bool exited) = 0;
 
     /// Stop watching @p pid without reaping it. Called only for a watched pid that reap()

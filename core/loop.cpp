@@ -8,25 +8,32 @@
 
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #if !defined(FIONREAD) && __has_include(<sys/filio.h>)
 #include <sys/filio.h>  // illumos and Solaris define FIONREAD here
 #endif
 #include <sys/wait.h>
 #include <zmq.h>
 
+#include <fcntl.h>
 #include <algorithm>
 #include <cerrno>
+#include <ctime>
 #include <deque>
 #include <exception>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <utility>
 
 #include <zreap/loop.hpp>
 
+#include "child_state.hpp"
 #include "child_watcher.hpp"
 #include "error.hpp"
+#include "loop_access.hpp"
+#include "unique_fd.hpp"
 
 namespace zreap {
 
@@ -36,6 +43,17 @@ using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 enum class kind { io, timer, child };
+
+// One of a child's drain_first fds. The pipe is named by its inode, so that an fd number
+// that was closed and reused for another file is never waited for.
+struct drain_fd {
+    int fd = -1;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    // From the reap on: how many of the bytes that were in the pipe then are still to be
+    // read (a lower bound on what the fd's callbacks have read is taken off). <= 0: done.
+    long long left = 0;
+};
 
 struct source {
     kind k = kind::io;
@@ -51,7 +69,9 @@ struct source {
     // child
     pid_t pid = 0;
     bool reaped = false;  // reported by the watcher, callback not run yet
-    std::vector<int> drain_first;
+    std::vector<drain_fd> drain;
+    detail::unique_fd own_pidfd;          // the loop's copy of watch_options::pidfd
+    std::shared_ptr<child::state> owner;  // set for a child started by zreap::spawn
     std::shared_ptr<std::function<void(const exit_status&)>> child_cb;
 };
 
@@ -69,13 +89,34 @@ long long ceil_ms_until(clock::time_point t, clock::time_point now) {
     return (ns + 999'999) / 1'000'000;
 }
 
-// True if @p fd has bytes waiting to be read. FIONREAD is not in POSIX, but every Unix has
-// it (Linux, the BSDs, macOS, illumos); poll() could not tell unread bytes from a
-// readable end-of-file, which would hold an exit back forever.
-bool has_unread_bytes(int fd) noexcept {
+// How many bytes @p fd has waiting to be read; 0 on error. FIONREAD is not in POSIX, but
+// every Unix has it (Linux, the BSDs, macOS, illumos); poll() could not tell unread bytes
+// from a readable end-of-file, which would hold an exit back forever.
+long long unread_bytes(int fd) noexcept {
     int n = 0;
-    return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+    return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? n : 0;
 }
+
+// True while @p d.fd still names the pipe it named when the child was watched.
+bool same_file(const drain_fd& d) noexcept {
+    struct stat st {};
+    return ::fstat(d.fd, &st) == 0 && st.st_dev == d.dev && st.st_ino == d.ino;
+}
+
+// Sleeps about @p us microseconds (EINTR just ends it early).
+void nap_us(long us) noexcept {
+    timespec ts{us / 1'000'000, (us % 1'000'000) * 1000};
+    ::nanosleep(&ts, nullptr);
+}
+
+// Ends a run_once() scope: clears the flag that refuses nested runs.
+struct running_guard {
+    bool& flag;
+    explicit running_guard(bool& f) : flag(f) { flag = true; }
+    ~running_guard() { flag = false; }
+    running_guard(const running_guard&) = delete;
+    running_guard& operator=(const running_guard&) = delete;
+};
 
 }  // namespace
 
@@ -108,10 +149,12 @@ struct loop::impl {
     bool items_dirty = true;
 
     std::deque<pending_exit> pending;  // reaped, callback not run yet
+    std::vector<int> draining_fds;     // see collect_draining_fds()
     std::vector<exit_status> reap_buf;
     std::vector<std::pair<source_id, short>> ready;
     bool watcher_more = false;
     bool stop_requested = false;
+    bool running = false;  // inside run_once(): a nested run is refused
     loop_stats stats;
 
     explicit impl(const loop_options& o) : opts(o) {
@@ -135,18 +178,64 @@ struct loop::impl {
 
     ~impl() {
         // Children this loop still watches: those that already exited were ours to reap, so
-        // reap them now rather than leave zombies; the ones still running are released and
-        // stay waitable by the program.
+        // reap them now rather than leave zombies; the running ones are killed and reaped,
+        // or released to the program, as the destroy policy says.
+        std::vector<std::pair<pid_t, child::state*>> killed;
         for (auto& [pid, sid] : children) {
+            source& s = sources.at(sid);
             watcher->unwatch(pid);
-            siginfo_t si{};
-            while (::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG) < 0 &&
-                   errno == EINTR) {
+            const bool kill = opts.children_at_destroy == destroy_policy::kill_all ||
+                              (opts.children_at_destroy == destroy_policy::kill_spawned && s.owner);
+            if (kill) {
+                // Unreaped, so the pid (and the group id it leads) is still this child's.
+                if (s.owner)
+                    s.owner->send_unchecked(SIGKILL, s.owner->leads_group);
+                else
+                    ::kill(pid, SIGKILL);
+                killed.emplace_back(pid, s.owner.get());
+            } else if (reap_now(pid) && s.owner) {
+                s.owner->reaped = true;
             }
             detail::release_pid(pid);
         }
+        wait_for_killed(killed);
         watcher.reset();
         detail::unregister_loop(caps.reaps_foreign_children);
+    }
+
+    // Reaps @p pid if it has exited; true if it is gone (reaped now or by other code).
+    static bool reap_now(pid_t pid) noexcept {
+        siginfo_t si{};
+        int rc;
+        while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG)) < 0 &&
+               errno == EINTR) {
+        }
+        return rc < 0 ? errno == ECHILD : si.si_pid != 0;
+    }
+
+    // Reaps the children the destructor killed. A SIGKILLed process is gone within
+    // milliseconds, unless a tracer holds it or it is stuck in the kernel (an
+    // uninterruptible wait): such a child is released after a bounded wait, never waited
+    // for forever in a destructor.
+    static void wait_for_killed(std::vector<std::pair<pid_t, child::state*>>& killed) noexcept {
+        constexpr long total_us = 3'000'000;
+        long waited = 0;
+        for (long nap = 100;; nap = std::min(nap * 2, 50'000L)) {
+            for (std::size_t i = 0; i < killed.size();) {
+                if (reap_now(killed[i].first)) {
+                    if (killed[i].second)
+                        killed[i].second->reaped = true;
+                    killed[i] = killed.back();
+                    killed.pop_back();
+                } else {
+                    ++i;
+                }
+            }
+            if (killed.empty() || waited >= total_us)
+                return;
+            nap_us(nap);
+            waited += nap;
+        }
     }
 
     source_id add(source s) {
@@ -262,6 +351,82 @@ struct loop::impl {
         sources.erase(it);
     }
 
+    void remove(source_id id) noexcept {
+        auto it = sources.find(id);
+        if (it != sources.end())
+            erase(it);
+    }
+
+    source_id add_timer(milliseconds first, milliseconds every, std::function<void()> cb) {
+        if (!cb)
+            detail::throw_errno(EINVAL, "zreap::loop::add_timer: empty callback");
+        if (first.count() < 0 || every.count() < 0)
+            detail::throw_errno(EINVAL, "zreap::loop::add_timer: negative interval");
+        source s;
+        s.k = kind::timer;
+        s.every = every;
+        s.timer_cb = std::make_shared<std::function<void()>>(std::move(cb));
+        source_id sid = add(std::move(s));
+        sources[sid].timer_pos = timers.emplace(clock::now() + first, sid);
+        return sid;
+    }
+
+    // watch_child, for both the public call (@p owner null) and zreap::spawn's children.
+    // @p pidfd is the caller's; the loop's copy of it (or the owner's own) is what the
+    // backend borrows.
+    source_id watch(pid_t pid, std::function<void(const exit_status&)> cb, int pidfd,
+                    const std::vector<int>& drain_first, std::shared_ptr<child::state> owner) {
+        // Built only for an error message: watch_child is on every child's path.
+        auto what = [pid] { return "zreap::loop::watch_child(" + std::to_string(pid) + ")"; };
+        if (pid <= 0)
+            detail::throw_errno(EINVAL, what() + ": not a process id");
+        if (!cb)
+            detail::throw_errno(EINVAL, what() + ": empty callback");
+        source s;
+        s.k = kind::child;
+        s.pid = pid;
+        for (int fd : drain_first) {
+            struct stat st {};
+            if (::fstat(fd, &st) != 0)
+                detail::throw_errno(what() + ": drain_first fd " + std::to_string(fd));
+            s.drain.push_back(drain_fd{fd, st.st_dev, st.st_ino, 0});
+        }
+        if (pidfd >= 0 && !owner) {
+            s.own_pidfd.reset(::fcntl(pidfd, F_DUPFD_CLOEXEC, 3));
+            if (!s.own_pidfd)
+                detail::throw_errno(what() + ": duplicating watch_options::pidfd");
+            pidfd = s.own_pidfd.get();
+        }
+        // WNOWAIT: ask whether pid is our unreaped child without reaping it.
+        siginfo_t si{};
+        int rc;
+        while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT)) <
+                   0 &&
+               errno == EINTR) {
+        }
+        if (rc < 0) {
+            int err = errno;
+            detail::throw_errno(err, err == ECHILD ? what() +
+                                                         ": not a child of this process, or "
+                                                         "already reaped"
+                                                   : what() + ": waitid");
+        }
+        if (!detail::claim_pid(pid))
+            detail::throw_errno(EEXIST,
+                                what() + ": already watched by a zreap loop in this process");
+        try {
+            watcher->watch(pid, pidfd, si.si_pid != 0);
+        } catch (...) {
+            detail::release_pid(pid);
+            throw;
+        }
+        s.owner = std::move(owner);
+        s.child_cb = std::make_shared<std::function<void(const exit_status&)>>(std::move(cb));
+        source_id sid = add(std::move(s));
+        children.emplace(pid, sid);
+        return sid;
+    }
+
     int poll_timeout(clock::time_point now, bool has_deadline, clock::time_point deadline,
                      bool immediate) const {
         if (immediate)
@@ -279,16 +444,54 @@ struct loop::impl {
     }
 
     int dispatch_io() {
+        collect_draining_fds();
         int n = 0;
         for (auto [sid, revents] : ready) {
             auto it = sources.find(sid);
             if (it == sources.end())
                 continue;                // removed by an earlier callback
             auto cb = it->second.io_cb;  // keeps the callable alive if it removes itself
+            const int fd = it->second.socket ? -1 : it->second.fd;
+            const bool tracked =
+                fd >= 0 && !draining_fds.empty() &&
+                std::find(draining_fds.begin(), draining_fds.end(), fd) != draining_fds.end();
+            const long long before = tracked ? unread_bytes(fd) : 0;
             ++n;
             (*cb)(revents);
+            if (tracked)
+                credit_drained(fd, before - unread_bytes(fd));
         }
         return n;
+    }
+
+    // The fds that held-back exits wait on, so that dispatch_io counts what their callbacks
+    // read. Empty, at no cost, when no exit is held back.
+    void collect_draining_fds() {
+        draining_fds.clear();
+        for (const pending_exit& pe : pending) {
+            auto it = sources.find(pe.id);
+            if (it == sources.end())
+                continue;
+            for (const drain_fd& d : it->second.drain)
+                if (d.left > 0)
+                    draining_fds.push_back(d.fd);
+        }
+    }
+
+    // A callback of @p fd ran while held-back exits wait on it, and FIONREAD fell by
+    // @p fell. It read at least that much; if other writers refilled the pipe meanwhile it
+    // read more, unseen, so every callback counts as at least one byte. The wait is thus
+    // bounded by the bytes present at the reap, whatever other writers do.
+    void credit_drained(int fd, long long fell) {
+        const long long got = std::max(fell, 1LL);
+        for (const pending_exit& pe : pending) {
+            auto it = sources.find(pe.id);
+            if (it == sources.end())
+                continue;
+            for (drain_fd& d : it->second.drain)
+                if (d.fd == fd && d.left > 0)
+                    d.left -= got;
+        }
     }
 
     // Runs the exit callbacks queued at the start of this call. An exit whose drain_first
@@ -315,14 +518,27 @@ struct loop::impl {
         return n;
     }
 
-    bool must_wait_for_output(const source& child) const {
-        for (int fd : child.drain_first) {
-            if (!has_unread_bytes(fd))
+    // True while one of the child's drain fds still names its pipe, is polled for input by
+    // a source of this loop, has unread bytes, and has not had the bytes present at the reap
+    // read yet. A drain fd found done stays done.
+    bool must_wait_for_output(source& child) {
+        bool wait = false;
+        for (drain_fd& d : child.drain) {
+            if (d.left <= 0)
                 continue;
-            for (const auto& [sid, s] : sources)
-                if (s.k == kind::io && s.fd == fd && s.socket == nullptr && (s.events & ZMQ_POLLIN))
-                    return true;
+            if (!same_file(d) || !polled_for_input(d.fd) || unread_bytes(d.fd) == 0) {
+                d.left = 0;
+                continue;
+            }
+            wait = true;
         }
+        return wait;
+    }
+
+    bool polled_for_input(int fd) const noexcept {
+        for (const auto& [sid, s] : sources)
+            if (s.k == kind::io && s.fd == fd && s.socket == nullptr && (s.events & ZMQ_POLLIN))
+                return true;
         return false;
     }
 
@@ -351,22 +567,37 @@ struct loop::impl {
         return n;
     }
 
-    // Moves the statuses the watcher just reported into the queue of pending exits.
+    // Moves the statuses the watcher just reported into the queue of pending exits. From
+    // here on the pid may be recycled: a spawned child's handle learns it now, before its
+    // exit callback (which may wait for output), and its terminate() timer goes.
     void queue_reaped() {
         for (const exit_status& st : reap_buf) {
             ++stats.exits;
             auto c = children.find(st.pid);
             if (c == children.end())
                 continue;  // only a foreign-reaping backend does this
-            sources[c->second].reaped = true;
+            source& s = sources.at(c->second);
+            s.reaped = true;
+            for (drain_fd& d : s.drain)
+                d.left = same_file(d) ? unread_bytes(d.fd) : 0;
             pending.push_back({c->second, st});
             children.erase(c);
             detail::release_pid(st.pid);
+            if (s.owner) {
+                s.owner->reaped = true;
+                if (source_id t = std::exchange(s.owner->term_timer, 0))
+                    remove(t);
+            }
         }
         reap_buf.clear();
     }
 
     int run_once(milliseconds timeout) {
+        if (running)
+            throw std::logic_error(
+                "zreap::loop::run_once: called from a callback of the same loop; a loop cannot "
+                "be run while it is dispatching (return from the callback instead)");
+        running_guard guard(running);
         const bool has_deadline = timeout.count() >= 0;
         const clock::time_point deadline =
             clock::now() + (has_deadline ? timeout : milliseconds(0));
@@ -454,11 +685,22 @@ loop::loop(backend b)
           return o;
       }()) {}
 
-loop::loop(const loop_options& options) : impl_(std::make_unique<impl>(options)) {}
+loop::loop(const loop_options& options) : impl_(std::make_shared<impl>(options)) {}
 
-loop::~loop() = default;
+// A loop destroyed (or assigned over) by one of its own callbacks: run() stops after the
+// dispatch, and the state goes when that ends (run_once holds it until then).
+loop::~loop() {
+    if (impl_ && impl_->running)
+        impl_->stop_requested = true;
+}
 loop::loop(loop&&) noexcept = default;
-loop& loop::operator=(loop&&) noexcept = default;
+loop& loop::operator=(loop&& other) noexcept {
+    if (this != &other) {
+        loop gone(std::move(*this));
+        impl_ = std::move(other.impl_);
+    }
+    return *this;
+}
 
 backend loop::which() const noexcept {
     return impl_->id;
@@ -495,61 +737,16 @@ source_id loop::add_fd(int fd, short events, std::function<void(short)> cb) {
 
 source_id loop::add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
                           std::function<void()> cb) {
-    if (!cb)
-        detail::throw_errno(EINVAL, "zreap::loop::add_timer: empty callback");
-    if (first.count() < 0 || every.count() < 0)
-        detail::throw_errno(EINVAL, "zreap::loop::add_timer: negative interval");
-    source s;
-    s.k = kind::timer;
-    s.every = every;
-    s.timer_cb = std::make_shared<std::function<void()>>(std::move(cb));
-    source_id sid = impl_->add(std::move(s));
-    impl_->sources[sid].timer_pos = impl_->timers.emplace(clock::now() + first, sid);
-    return sid;
+    return impl_->add_timer(first, every, std::move(cb));
 }
 
 source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
                             const watch_options& options) {
-    // Built only for an error message: watch_child is on every child's path.
-    auto what = [pid] { return "zreap::loop::watch_child(" + std::to_string(pid) + ")"; };
-    if (pid <= 0)
-        detail::throw_errno(EINVAL, what() + ": not a process id");
-    if (!cb)
-        detail::throw_errno(EINVAL, what() + ": empty callback");
-    // WNOWAIT: ask whether pid is our unreaped child without reaping it.
-    siginfo_t si{};
-    int rc;
-    while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT)) < 0 &&
-           errno == EINTR) {
-    }
-    if (rc < 0) {
-        int err = errno;
-        detail::throw_errno(err, err == ECHILD
-                                     ? what() + ": not a child of this process, or already reaped"
-                                     : what() + ": waitid");
-    }
-    if (!detail::claim_pid(pid))
-        detail::throw_errno(EEXIST, what() + ": already watched by a zreap loop in this process");
-    try {
-        impl_->watcher->watch(pid, options.pidfd, si.si_pid != 0);
-    } catch (...) {
-        detail::release_pid(pid);
-        throw;
-    }
-    source s;
-    s.k = kind::child;
-    s.pid = pid;
-    s.drain_first = options.drain_first;
-    s.child_cb = std::make_shared<std::function<void(const exit_status&)>>(std::move(cb));
-    source_id sid = impl_->add(std::move(s));
-    impl_->children.emplace(pid, sid);
-    return sid;
+    return impl_->watch(pid, std::move(cb), options.pidfd, options.drain_first, nullptr);
 }
 
 void loop::remove(source_id id) noexcept {
-    auto it = impl_->sources.find(id);
-    if (it != impl_->sources.end())
-        impl_->erase(it);
+    impl_->remove(id);
 }
 
 bool loop::contains(source_id id) const noexcept {
@@ -561,14 +758,21 @@ std::size_t loop::size() const noexcept {
 }
 
 void loop::run() {
-    impl_->stop_requested = false;
-    while (!impl_->stop_requested && !impl_->sources.empty())
-        impl_->run_once(milliseconds(-1));
-    impl_->stop_requested = false;
+    // Held for the whole run: a callback may destroy the loop object.
+    std::shared_ptr<impl> keep = impl_;
+    if (keep->running)
+        throw std::logic_error(
+            "zreap::loop::run: called from a callback of the same loop; a loop cannot be run "
+            "while it is dispatching (return from the callback instead)");
+    keep->stop_requested = false;
+    while (!keep->stop_requested && !keep->sources.empty())
+        keep->run_once(milliseconds(-1));
+    keep->stop_requested = false;
 }
 
 int loop::run_once(std::chrono::milliseconds timeout) {
-    return impl_->run_once(timeout);
+    std::shared_ptr<impl> keep = impl_;
+    return keep->run_once(timeout);
 }
 
 void loop::stop() noexcept {
@@ -580,5 +784,27 @@ loop_stats loop::stats() const noexcept {
     s.lost_wakeups = impl_->watcher->lost_wakeups();
     return s;
 }
+
+namespace detail {
+
+backend loop_backend(const loop::impl& lp) noexcept {
+    return lp.id;
+}
+
+source_id watch_spawned(loop::impl& lp, const std::shared_ptr<child::state>& owner,
+                        std::function<void(const exit_status&)> cb, std::vector<int> drain_first) {
+    return lp.watch(owner->pid, std::move(cb), owner->pidfd.get(), drain_first, owner);
+}
+
+source_id add_timer(loop::impl& lp, std::chrono::milliseconds first,
+                    std::chrono::milliseconds every, std::function<void()> cb) {
+    return lp.add_timer(first, every, std::move(cb));
+}
+
+void remove(loop::impl& lp, source_id id) noexcept {
+    lp.remove(id);
+}
+
+}  // namespace detail
 
 }  // namespace zreap

@@ -21,9 +21,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 
+#include "child_state.hpp"
 #include "error.hpp"
+#include "loop_access.hpp"
 #include "pipe.hpp"
 #include "spawn_child.hpp"
 #include "unique_fd.hpp"
@@ -104,6 +107,8 @@ ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
     for (std::size_t i = 0; i < p.nmoves; ++i)
         if (dup2_retry(p.move_from[i], p.move_to[i]) < 0)
             report_and_exit(p, err, spawn_stage::dup2, errno);
+    if (p.stderr_to_stdout && dup2_retry(1, 2) < 0)
+        report_and_exit(p, err, spawn_stage::dup2, errno);
     if (err >= 0 && err != p.err_at) {
         if (dup2_retry(err, p.err_at) < 0)
             report_and_exit(p, err, spawn_stage::dup2, errno);
@@ -135,6 +140,13 @@ ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+
+#if ZREAP_HAVE_PDEATHSIG
+    if (p.parent_death_signal != 0) {
+        if (int e = set_parent_death_signal(p.parent_death_signal, p.parent_pid); e != 0)
+            report_and_exit(p, err, spawn_stage::parent_death_signal, e);
+    }
+#endif
 
     // execvp's rules, minus its /bin/sh retry on ENOEXEC: EACCES from any entry wins over
     // a later ENOENT, so a non-executable file on PATH is reported as such.
@@ -171,6 +183,8 @@ const char* stage_name(int stage) noexcept {
             return "chdir";
         case spawn_stage::exec:
             return "execve";
+        case spawn_stage::parent_death_signal:
+            return "setting the parent-death signal (prctl PR_SET_PDEATHSIG)";
     }
     return "child setup";
 }
@@ -223,34 +237,40 @@ void reap_blocking(pid_t pid) noexcept {
 
 }  // namespace
 
-struct child::state {
-    loop* lp = nullptr;
-    pid_t pid = -1;
-    unique_fd pidfd;
-    unique_fd in, out, err;
-    source_id src = 0;
-    source_id term_timer = 0;
-    bool reaped = false;
-
-    void send(int sig) {
-        const std::string what =
-            "zreap::child::kill(" + std::to_string(pid) + ", " + std::to_string(sig) + ")";
-        // Reaped means the pid may belong to someone else by now: never signal it.
-        if (reaped)
-            throw_errno(ESRCH, what + ": the child has been reaped");
+int child::state::send_unchecked(int sig, bool group) noexcept {
+    if (group)
+        return ::kill(-pid, sig) == 0 ? 0 : errno;
 #if ZREAP_HAVE_CLONE_PIDFD
-        if (pidfd) {
-            if (detail::send_signal_pidfd(pidfd.get(), sig) != 0)
-                throw_errno(what + ": pidfd_send_signal");
-            return;
-        }
+    if (pidfd)
+        return detail::send_signal_pidfd(pidfd.get(), sig) == 0 ? 0 : errno;
 #endif
-        // Without a pidfd the pid is still safe to use: the loop has not reaped it, so it
-        // is ours (running or a zombie) and cannot have been recycled.
-        if (::kill(pid, sig) != 0)
-            throw_errno(what + ": kill");
-    }
-};
+    // Without a pidfd the pid is still safe to use: the loop has not reaped it, so it is
+    // ours (running or a zombie) and cannot have been recycled.
+    return ::kill(pid, sig) == 0 ? 0 : errno;
+}
+
+void child::state::send(int sig, bool group, const char* call) {
+    auto what = [&] {
+        return std::string("zreap::child::") + call + "(" + std::to_string(pid) + ", " +
+               std::to_string(sig) + ")";
+    };
+    // Reaped means the pid may belong to someone else by now: never signal it. The loop
+    // sets this when it reaps, before the exit callback, which may be held back.
+    if (reaped)
+        throw_errno(ESRCH, what() + ": the child has been reaped");
+    // With its loop gone nothing reaps or tracks the child any more: other code may have
+    // reaped it, and its pid may be recycled.
+    if (lp.expired())
+        throw std::logic_error(what() + ": the loop that watched the child is gone");
+    if (group && !leads_group)
+        throw_errno(EINVAL, what() +
+                                ": the child does not lead a process group of its own "
+                                "(spawn it with group_mode::new_group or new_session)");
+    if (int e = send_unchecked(sig, group); e != 0)
+        throw_errno(e, what() + (group   ? ": kill(-pgid)"
+                                 : pidfd ? ": pidfd_send_signal"
+                                         : ": kill"));
+}
 
 child::child() noexcept = default;
 child::child(std::shared_ptr<state> s) noexcept : s_(std::move(s)) {}
@@ -306,30 +326,39 @@ bool child::reaped() const noexcept {
     return s_ && s_->reaped;
 }
 
+bool child::leads_group() const noexcept {
+    return s_ && s_->leads_group;
+}
+
 void child::kill(int sig) {
     if (!s_)
         throw_errno(ESRCH, "zreap::child::kill: empty child object");
-    s_->send(sig);
+    s_->send(sig, false, "kill");
+}
+
+void child::kill_group(int sig) {
+    if (!s_)
+        throw_errno(ESRCH, "zreap::child::kill_group: empty child object");
+    s_->send(sig, true, "kill_group");
 }
 
 void child::terminate(std::chrono::milliseconds grace) {
     if (!s_ || s_->reaped)
         return;
-    s_->send(SIGTERM);
+    std::shared_ptr<loop::impl> lp = s_->lp.lock();
+    if (!lp)
+        throw std::logic_error("zreap::child::terminate(" + std::to_string(s_->pid) +
+                               "): the loop that watched the child is gone");
+    s_->send(SIGTERM, s_->leads_group, "terminate");
     if (s_->term_timer)
-        s_->lp->remove(s_->term_timer);
-    // The timer holds the state, so the SIGKILL still comes if the child object is gone;
-    // the exit callback removes the timer, so it never fires after the reap.
+        detail::remove(*lp, s_->term_timer);
+    // The timer holds the state, so the SIGKILL still comes if the child object is gone.
+    // The loop removes the timer the moment it reaps the child, so it never fires after.
     std::shared_ptr<state> st = s_;
-    s_->term_timer = s_->lp->add_timer(grace, std::chrono::milliseconds(0), [st] {
+    s_->term_timer = detail::add_timer(*lp, grace, std::chrono::milliseconds(0), [st] {
         st->term_timer = 0;
-        if (st->reaped)
-            return;
-        // Not thrown out of run(): the only failure left is the child being gone already.
-        try {
-            st->send(SIGKILL);
-        } catch (const std::system_error&) {
-        }
+        if (!st->reaped)
+            st->send_unchecked(SIGKILL, st->leads_group);
     });
 }
 
@@ -347,9 +376,22 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
         argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
 
+    if (o.env_how == spawn_options::env_mode::inherit && !o.env.empty())
+        throw_errno(EINVAL, what +
+                                ": env has entries but env_how is inherit; set env_how to "
+                                "extend or replace");
     for (const std::string& e : o.env)
-        if (o.env_how != spawn_options::env_mode::inherit && e.find('=') == std::string::npos)
+        if (e.find('=') == std::string::npos)
             throw_errno(EINVAL, what + ": environment entry without '=': " + e);
+    if (o.stderr_to_stdout && o.stderr_mode.how != stdio::kind::inherit)
+        throw_errno(EINVAL, what + ": stderr_to_stdout and a stderr_mode other than inherit");
+#if !ZREAP_HAVE_PDEATHSIG
+    if (o.parent_death_signal != 0)
+        throw_errno(ENOTSUP, what + ": parent_death_signal needs Linux (prctl PR_SET_PDEATHSIG)");
+#endif
+    if (o.parent_death_signal < 0 || o.parent_death_signal >= 65)
+        throw_errno(EINVAL, what + ": parent_death_signal " +
+                                std::to_string(o.parent_death_signal) + " is not a signal");
     std::vector<char*> envp_store;
     char* const* envp = environ;
     if (o.env_how != spawn_options::env_mode::inherit) {
@@ -415,8 +457,9 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     }
     const int err_at = top_target + 1;
 
+    std::shared_ptr<loop::impl> lpi = detail::loop_access::state(lp);
     auto st = std::make_shared<child::state>();
-    st->lp = &lp;
+    st->lp = lpi;
     std::vector<unique_fd> sources;  // the child's fds, closed in the parent afterwards
     std::vector<int> move_from, move_to;
     unique_fd devnull;
@@ -518,6 +561,10 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
             plan.group = spawn_plan::group_mode::new_session;
             break;
     }
+    st->leads_group = o.group != spawn_options::group_mode::inherit;
+    plan.stderr_to_stdout = o.stderr_to_stdout;
+    plan.parent_death_signal = o.parent_death_signal;
+    plan.parent_pid = ::getpid();
 
     // Every signal blocked around the creation: no handler may run in a child that shares
     // our memory before it has reset its dispositions.
@@ -535,7 +582,7 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     detail::spawn_failure report{};
     pipe_pair errpipe;
 #if ZREAP_HAVE_CLONE_PIDFD
-    if (lp.which() == backend::pidfd) {
+    if (detail::loop_backend(*lpi) == backend::pidfd) {
         plan.err_fd = -1;
         plan.report = &report;
         pthread_sigmask(SIG_SETMASK, &all, &saved);
@@ -593,34 +640,20 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
         throw_errno(f.err, what + ": " + where);
     }
 
-    watch_options wo;
-    wo.pidfd = st->pidfd.get();
+    if (!on_exit)
+        on_exit = [](const exit_status&) {};
+    std::vector<int> drain;
     if (st->out)
-        wo.drain_first.push_back(st->out.get());
+        drain.push_back(st->out.get());
     if (st->err)
-        wo.drain_first.push_back(st->err.get());
+        drain.push_back(st->err.get());
     try {
-        st->src = lp.watch_child(
-            pid,
-            [st, cb = std::move(on_exit)](const exit_status& es) {
-                st->reaped = true;
-                if (st->term_timer) {
-                    st->lp->remove(st->term_timer);
-                    st->term_timer = 0;
-                }
-                if (cb)
-                    cb(es);
-            },
-            wo);
+        // The loop marks st reaped and removes its terminate() timer when it reaps the
+        // child; the callback only has to pass the status on.
+        st->src = detail::watch_spawned(*lpi, st, std::move(on_exit), std::move(drain));
     } catch (...) {
         // Nothing may be left behind: the child is running, so stop it and reap it.
-        if (st->pidfd) {
-#if ZREAP_HAVE_CLONE_PIDFD
-            detail::send_signal_pidfd(st->pidfd.get(), SIGKILL);
-#endif
-        } else {
-            ::kill(pid, SIGKILL);
-        }
+        st->send_unchecked(SIGKILL, false);
         reap_blocking(pid);
         throw;
     }

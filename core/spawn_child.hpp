@@ -16,7 +16,7 @@
 namespace zreap::detail {
 
 /// Where in the child a failure happened; sent to the parent with the errno.
-enum class spawn_stage : int { dup2 = 1, setsid, setpgid, chdir, exec };
+enum class spawn_stage : int { dup2 = 1, setsid, setpgid, chdir, exec, parent_death_signal };
 
 /// The child's error report: 8 bytes written once, to the close-on-exec error pipe (fork,
 /// vfork) or into the parent's memory (clone with CLONE_VM, spawn_plan::report). stage 0:
@@ -57,6 +57,13 @@ struct spawn_plan {
 
     enum class group_mode { inherit, new_group, new_session };
     group_mode group = group_mode::inherit;
+
+    /// After the moves: dup2(1, 2), the child's stderr to wherever its stdout goes.
+    bool stderr_to_stdout = false;
+    /// prctl(PR_SET_PDEATHSIG) with this signal (Linux), 0 for none; parent_pid is the
+    /// parent's pid, compared with getppid() afterwards to catch a parent that died first.
+    int parent_death_signal = 0;
+    pid_t parent_pid = 0;
 };
 
 /// Marks code that runs in the child before execve. The sanitizers' instrumentation assumes
@@ -73,6 +80,13 @@ struct spawn_plan {
 /// On failure writes a spawn_failure to the error pipe (or *plan.report if plan.err_fd is
 /// -1) and _exits with 127.
 [[noreturn]] ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& plan) noexcept;
+
+#if ZREAP_HAVE_PDEATHSIG
+/// Linux (spawn_linux.cpp), in the child: prctl(PR_SET_PDEATHSIG, @p sig), then checks that
+/// the parent @p parent is still there (else it died before the call and the signal would
+/// never come). Returns 0 or an errno (ESRCH: the parent is gone).
+ZREAP_CHILD_CODE int set_parent_death_signal(int sig, pid_t parent) noexcept;
+#endif
 
 #if ZREAP_HAVE_CLONE_PIDFD
 /// Linux (spawn_linux.cpp): creates the child with clone(CLONE_PIDFD | CLONE_VM |

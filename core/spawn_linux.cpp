@@ -1,4 +1,5 @@
-// The Linux-only part of spawning: creating the child with its pidfd in one step.
+// The Linux-only part of spawning: creating the child with its pidfd in one step, and the
+// parent-death signal.
 //
 // pidfd_open(pid) after fork is only race-free while nothing else can reap that pid; the
 // pidfd that clone(CLONE_PIDFD) hands back names the new process itself, so signalling or
@@ -11,9 +12,14 @@
 // what lets the child report a failure before exec straight into the parent's memory
 // (spawn_plan::report) instead of through a pipe.
 
+#include "zreap_config.h"
+
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#if ZREAP_HAVE_PDEATHSIG
+#include <sys/prctl.h>
+#endif
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,6 +28,18 @@
 #include "spawn_child.hpp"
 
 namespace zreap::detail {
+
+#if ZREAP_HAVE_PDEATHSIG
+ZREAP_CHILD_CODE int set_parent_death_signal(int sig, pid_t parent) noexcept {
+    if (::prctl(PR_SET_PDEATHSIG, static_cast<unsigned long>(sig), 0, 0, 0) != 0)
+        return errno;
+    // The parent may have died between the clone and the prctl: then we were reparented
+    // already and the signal will never come.
+    return ::getppid() == parent ? 0 : ESRCH;
+}
+#endif
+
+#if ZREAP_HAVE_CLONE_PIDFD
 
 namespace {
 
@@ -72,5 +90,6 @@ pid_t clone_with_pidfd(const spawn_plan& plan, int* pidfd) noexcept {
 int send_signal_pidfd(int pidfd, int sig) noexcept {
     return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
 }
+#endif
 
 }  // namespace zreap::detail

@@ -50,73 +50,6 @@ long env_scaled_ms(long ms) {
     return ms * env_long("ZREAP_TEST_TIME_SCALE", 1);
 }
 
-/// Runs @p body in a forked child, so that what it does to the process (a seccomp filter, a
-/// setuid) dies with it. @p body returns "" for success or what went wrong; the text comes
-/// back through a pipe. Returns "" or the failure, including a crash or a hang (the child
-/// is killed after @p bound).
-std::string in_forked_child(const std::function<std::string()>& body,
-                            std::chrono::seconds bound = 60s) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0)
-        return "pipe2 failed";
-    pid_t pid = ::fork();
-    if (pid < 0)
-        return "fork failed";
-    if (pid == 0) {
-        ::close(fds[0]);
-        std::string out;
-        try {
-            out = body();
-        } catch (const std::exception& e) {
-            out = std::string("exception: ") + e.what();
-        }
-        ssize_t w = ::write(fds[1], out.data(), out.size());
-        (void)w;
-        ::_exit(out.empty() ? 0 : 1);
-    }
-    ::close(fds[1]);
-    // Read until EOF (the child's exit), with a bound against a hang.
-    std::string text;
-    auto end = clock_type::now() + bound;
-    for (;;) {
-        struct pollfd p {
-            fds[0], POLLIN, 0
-        };
-        int left = static_cast<int>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(end - clock_type::now()).count());
-        int ready = left > 0 ? ::poll(&p, 1, left) : 0;
-        if (ready < 0)
-            continue;  // EINTR
-        if (ready == 0) {
-            ::kill(pid, SIGKILL);
-            text += " [killed: hung]";
-            break;
-        }
-        char buf[512];
-        ssize_t n = ::read(fds[0], buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        text.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fds[0]);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    if (WIFSIGNALED(status))
-        return text + " [child killed by signal " + std::to_string(WTERMSIG(status)) + "]";
-    if (WEXITSTATUS(status) != 0 && text.empty())
-        return "child exited " + std::to_string(WEXITSTATUS(status));
-    return text;
-}
-
-#define CHILD_CHECK(cond)                                                             \
-    do {                                                                              \
-        if (!(cond))                                                                  \
-            return std::string(__FILE__ ":") + std::to_string(__LINE__) + ": " #cond; \
-    } while (0)
-
 /// Watches a child that exits with @p code on @p lp and runs the loop until it is reported;
 /// "" if it came back right.
 std::string one_child_round_trip(zreap::loop& lp, int code) {
@@ -430,7 +363,8 @@ TEST_P(Fault, SpawnFailsWithEmfileAndLoopKeepsServing) {
         fd_table_full full;
         ASSERT_EQ(full.fill_errno(), EMFILE);
         try {
-            zreap::spawn(lp, run_true(), [](const exit_status&) { ADD_FAILURE() << "spawned"; });
+            (void)zreap::spawn(lp, run_true(),
+                               [](const exit_status&) { ADD_FAILURE() << "spawned"; });
             ADD_FAILURE() << "spawn succeeded with the fd table full";
         } catch (const std::system_error& e) {
             EXPECT_EQ(e.code().value(), EMFILE) << e.what();
@@ -445,8 +379,8 @@ TEST_P(Fault, SpawnFailsWithEmfileAndLoopKeepsServing) {
         EXPECT_EQ(seen[pid].exit_code(), code);
     // Nothing was left behind by the failed spawn, and spawn works again.
     bool done = false;
-    zreap::spawn(lp, run_true(),
-                 [&](const exit_status& s) { done = s.exited() && s.exit_code() == 0; });
+    auto c = zreap::spawn(lp, run_true(),
+                          [&](const exit_status& s) { done = s.exited() && s.exit_code() == 0; });
     ASSERT_TRUE(run_until(lp, [&] { return done; }));
 }
 
@@ -471,7 +405,7 @@ TEST_P(Fault, SpawnFailsWithEagainAtProcessLimit) {
         };
         CHILD_CHECK(::setrlimit(RLIMIT_NPROC, &none) == 0);
         try {
-            zreap::spawn(lp, run_true(), [](const exit_status&) {});
+            (void)zreap::spawn(lp, run_true(), [](const exit_status&) {});
             return std::string("spawn succeeded at the process limit");
         } catch (const std::system_error& e) {
             if (e.code().value() != EAGAIN)

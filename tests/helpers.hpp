@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -199,6 +200,73 @@ inline std::set<int> open_fds() {
     ::closedir(d);
     return fds;
 }
+
+/// Runs @p body in a forked child, so that what it does to the process (a seccomp filter, a
+/// setuid) dies with it. @p body returns "" for success or what went wrong; the text comes
+/// back through a pipe. Returns "" or the failure, including a crash or a hang (the child
+/// is killed after @p bound).
+inline std::string in_forked_child(const std::function<std::string()>& body,
+                                   std::chrono::seconds bound = std::chrono::seconds(60)) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+        return "pipe2 failed";
+    pid_t pid = ::fork();
+    if (pid < 0)
+        return "fork failed";
+    if (pid == 0) {
+        ::close(fds[0]);
+        std::string out;
+        try {
+            out = body();
+        } catch (const std::exception& e) {
+            out = std::string("exception: ") + e.what();
+        }
+        ssize_t w = ::write(fds[1], out.data(), out.size());
+        (void)w;
+        ::_exit(out.empty() ? 0 : 1);
+    }
+    ::close(fds[1]);
+    // Read until EOF (the child's exit), with a bound against a hang.
+    std::string text;
+    auto end = clock_type::now() + bound;
+    for (;;) {
+        struct pollfd p {
+            fds[0], POLLIN, 0
+        };
+        int left = static_cast<int>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(end - clock_type::now()).count());
+        int ready = left > 0 ? ::poll(&p, 1, left) : 0;
+        if (ready < 0)
+            continue;  // EINTR
+        if (ready == 0) {
+            ::kill(pid, SIGKILL);
+            text += " [killed: hung]";
+            break;
+        }
+        char buf[512];
+        ssize_t n = ::read(fds[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        text.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fds[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFSIGNALED(status))
+        return text + " [child killed by signal " + std::to_string(WTERMSIG(status)) + "]";
+    if (WEXITSTATUS(status) != 0 && text.empty())
+        return "child exited " + std::to_string(WEXITSTATUS(status));
+    return text;
+}
+
+#define CHILD_CHECK(cond)                                                             \
+    do {                                                                              \
+        if (!(cond))                                                                  \
+            return std::string(__FILE__ ":") + std::to_string(__LINE__) + ": " #cond; \
+    } while (0)
 
 /// Reaps every child of this process that has exited; returns how many.
 inline int reap_leftovers() {

@@ -123,6 +123,41 @@ int main(int argc, char** argv) {
         for (;;)
             ::pause();
     }
+    if (mode == "write-then-wait" && arg) {
+        // Ignores SIGTERM, writes arg bytes to stdout, exits once stdin reaches EOF.
+        ::signal(SIGTERM, SIG_IGN);
+        std::vector<char> buf(static_cast<size_t>(std::atol(arg)), 'x');
+        if (!write_all(1, buf.data(), buf.size()))
+            return 3;
+        for (char c;;) {
+            ssize_t n = ::read(0, &c, 1);
+            if (n == 0 || (n < 0 && errno != EINTR))
+                return 0;
+        }
+    }
+    if (mode == "interleave") {
+        // stdout and stderr in turns, for stderr_to_stdout.
+        return write_all(1, "out1 ", 5) && write_all(2, "err1 ", 5) && write_all(1, "out2", 4) ? 0
+                                                                                               : 3;
+    }
+    if (mode == "pause") {
+        for (;;)
+            ::pause();
+    }
+    if (mode == "tree") {
+        // A grandchild in the same process group; its pid on stdout; then both pause.
+        pid_t g = ::fork();
+        if (g < 0)
+            return 3;
+        if (g == 0) {
+            for (;;)
+                ::pause();
+        }
+        std::printf("%d\n", static_cast<int>(g));
+        std::fflush(stdout);
+        for (;;)
+            ::pause();
+    }
     if (mode == "echo") {
         char buf[65536];
         for (;;) {

@@ -155,7 +155,7 @@ class Spawn : public ::testing::TestWithParam<backend> {
         std::string path = temp_file(content, mode);
         spawn_options o;
         o.argv = {path};
-        int err = errno_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
+        int err = errno_of([&] { (void)zreap::spawn(lp, o, [](const exit_status&) {}); });
         ::unlink(path.c_str());
         return err;
     }
@@ -222,11 +222,11 @@ TEST_P(Spawn, MissingProgramThrowsEnoent) {
     auto cb = [&](const exit_status&) { called = true; };
     spawn_options o;
     o.argv = {"/nonexistent/zreap-no-such-program"};
-    failure f = failure_of([&] { zreap::spawn(lp, o, cb); });
+    failure f = failure_of([&] { (void)zreap::spawn(lp, o, cb); });
     EXPECT_EQ(f.err, ENOENT);
     EXPECT_TRUE(f.says("zreap::spawn(/nonexistent/zreap-no-such-program): execve")) << f.what;
     o.argv = {"zreap-no-such-program-on-path"};
-    f = failure_of([&] { zreap::spawn(lp, o, cb); });
+    f = failure_of([&] { (void)zreap::spawn(lp, o, cb); });
     EXPECT_EQ(f.err, ENOENT);
     EXPECT_TRUE(f.says("execve")) << f.what;
     EXPECT_EQ(lp.size(), 0u) << "a failed spawn must not register anything";
@@ -234,7 +234,8 @@ TEST_P(Spawn, MissingProgramThrowsEnoent) {
     EXPECT_FALSE(called);
     // A failure report is the failed spawn's alone: the next spawn succeeds.
     int code = -1;
-    zreap::spawn(lp, helper({"exit", "4"}), [&](const exit_status& s) { code = s.exit_code(); });
+    (void)zreap::spawn(lp, helper({"exit", "4"}),
+                       [&](const exit_status& s) { code = s.exit_code(); });
     ASSERT_TRUE(run_until(lp, [&] { return code >= 0; }));
     EXPECT_EQ(code, 4);
 }
@@ -254,7 +255,7 @@ TEST_P(Spawn, MissingCwdThrowsEnoent) {
     auto lp = make();
     auto o = helper({"exit", "0"});
     o.cwd = "/nonexistent/zreap-dir";
-    failure f = failure_of([&] { zreap::spawn(lp, o, [](const exit_status&) {}); });
+    failure f = failure_of([&] { (void)zreap::spawn(lp, o, [](const exit_status&) {}); });
     EXPECT_EQ(f.err, ENOENT);
     EXPECT_TRUE(f.says("chdir to /nonexistent/zreap-dir")) << f.what;
     EXPECT_EQ(lp.size(), 0u);
@@ -737,7 +738,7 @@ TEST_P(Spawn, DestroyingTheChildObjectStillReportsTheExit) {
     {
         auto o = helper({"write", "10"});
         o.stdout_mode = stdio::pipe;
-        zreap::spawn(lp, o, [&](const exit_status&) { done = true; });
+        (void)zreap::spawn(lp, o, [&](const exit_status&) { done = true; });
     }
     ASSERT_TRUE(run_until(lp, [&] { return done; }));
 }
@@ -773,12 +774,13 @@ TEST_P(Spawn, FallsBackWhenClonePidfdIsRefused) {
             const std::set<int> fds = open_fds();
             spawn_options missing;
             missing.argv = {"/nonexistent/zreap-no-such-program"};
-            failure f = failure_of([&] { zreap::spawn(lp, missing, [](const exit_status&) {}); });
+            failure f =
+                failure_of([&] { (void)zreap::spawn(lp, missing, [](const exit_status&) {}); });
             if (f.err != ENOENT || !f.says("execve"))
                 std::_Exit(14);
             auto no_cwd = helper({"exit", "0"});
             no_cwd.cwd = "/nonexistent/zreap-dir";
-            f = failure_of([&] { zreap::spawn(lp, no_cwd, [](const exit_status&) {}); });
+            f = failure_of([&] { (void)zreap::spawn(lp, no_cwd, [](const exit_status&) {}); });
             if (f.err != ENOENT || !f.says("chdir to /nonexistent/zreap-dir"))
                 std::_Exit(15);
             if (reap_leftovers() != 0)

@@ -68,10 +68,13 @@ class pidfd_watcher final : public child_watcher {
         if (const std::size_t need = pidfds_.size() + retired_.size() + 1;
             retired_.capacity() < need)
             retired_.reserve(std::max(need, 2 * retired_.capacity()));
-        entry e{unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0)),
-                -1};
-        if (!e.fd)
-            throw_errno(what() + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
+        // A pidfd lent by the loop is used as it is: it stays open while watched.
+        entry e{pidfd >= 0 ? unique_fd() : unique_fd(sys_pidfd_open(pid, 0)), pidfd, -1};
+        if (pidfd < 0) {
+            if (!e.owned)
+                throw_errno(what() + ": pidfd_open");
+            e.fd = e.owned.get();
+        }
         if (pidfds_.size() < direct_count) {
             for (int i = 0; i < static_cast<int>(direct_count); ++i) {
                 if (direct_[i] < 0) {
@@ -81,12 +84,12 @@ class pidfd_watcher final : public child_watcher {
             }
         }
         if (e.slot < 0) {
-            if (!arm(e.fd.get(), pid, EPOLL_CTL_ADD))
+            if (!arm(e.fd, pid, EPOLL_CTL_ADD))
                 throw_errno(what() + ": epoll_ctl(ADD)");
         }
         auto it = pidfds_.emplace(pid, std::move(e)).first;
         if (it->second.slot >= 0) {
-            direct_[it->second.slot] = it->second.fd.get();
+            direct_[it->second.slot] = it->second.fd;
             direct_pid_[it->second.slot] = pid;
         }
     }
@@ -98,7 +101,7 @@ class pidfd_watcher final : public child_watcher {
         if (it->second.slot >= 0)
             direct_[it->second.slot] = -1;
         else
-            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
+            ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.fd, nullptr);
         pidfds_.erase(it);
     }
 
@@ -160,7 +163,7 @@ class pidfd_watcher final : public child_watcher {
                 // epoll_wait disarmed it (EPOLLONESHOT): arm it again, or its exit would
                 // never be reported however often the loop runs after this error.
                 if (auto still = pidfds_.find(pid); still != pidfds_.end())
-                    arm(still->second.fd.get(), pid, EPOLL_CTL_MOD);
+                    arm(still->second.fd, pid, EPOLL_CTL_MOD);
                 if (!error)
                     error = std::current_exception();
             }
@@ -179,8 +182,9 @@ class pidfd_watcher final : public child_watcher {
     static constexpr std::size_t direct_count = 4;
 
     struct entry {
-        unique_fd fd;
-        int slot;  // index in direct_, or -1: in the epoll set
+        unique_fd owned;  // from pidfd_open; none when the loop lent its pidfd
+        int fd;           // owned, or the lent one
+        int slot;         // index in direct_, or -1: in the epoll set
     };
     using entry_iter = std::unordered_map<pid_t, entry>::iterator;
 
@@ -196,7 +200,7 @@ class pidfd_watcher final : public child_watcher {
     void reap_one(entry_iter it, std::vector<exit_status>& out) {
         const pid_t pid = it->first;
         siginfo_t si{};
-        if (waitid_pidfd(it->second.fd.get(), &si, WEXITED | WNOHANG) < 0) {
+        if (waitid_pidfd(it->second.fd, &si, WEXITED | WNOHANG) < 0) {
             // ECHILD: something else reaped our child (a waitpid(-1) elsewhere, or
             // SIGCHLD set to SIG_IGN since). Its status is gone; report that, rather
             // than never report the exit at all.
@@ -210,7 +214,7 @@ class pidfd_watcher final : public child_watcher {
         if (si.si_pid == 0) {
             // Not exited after all (spurious readiness): a direct fd is simply polled
             // again; an epoll one was disarmed by EPOLLONESHOT and is armed again.
-            if (it->second.slot < 0 && !arm(it->second.fd.get(), pid, EPOLL_CTL_MOD))
+            if (it->second.slot < 0 && !arm(it->second.fd, pid, EPOLL_CTL_MOD))
                 throw_errno("zreap pidfd backend: epoll_ctl(MOD)");
             return;
         }
@@ -233,7 +237,8 @@ class pidfd_watcher final : public child_watcher {
     void retire(entry_iter it) noexcept {
         if (it->second.slot >= 0)
             direct_[it->second.slot] = -1;
-        retired_.push_back(std::move(it->second.fd));  // capacity reserved in watch()
+        if (it->second.owned)
+            retired_.push_back(std::move(it->second.owned));  // capacity reserved in watch()
         pidfds_.erase(it);
     }
 

@@ -19,9 +19,30 @@
 
 namespace zreap {
 
+namespace detail {
+struct loop_access;
+}
+
 /// Identifies a source registered with a loop; never reused within one loop. 0 is never
 /// a valid id.
 using source_id = std::uint64_t;
+
+/// What a loop's destructor does with the children it still watches that have not exited
+/// yet. Children that have exited already are reaped in every case, so none is left a
+/// zombie; no exit callback runs during destruction.
+enum class destroy_policy {
+    /// Children started by zreap::spawn on this loop are killed (SIGKILL, to their process
+    /// group as well when they lead one) and reaped, so none outlives its loop unseen and no
+    /// terminate() is left half done; children given to watch_child are released, as with
+    /// release. The default.
+    kill_spawned,
+    /// Every child still watched is killed with SIGKILL and reaped.
+    kill_all,
+    /// No child is killed: the running ones are left to the program, which must wait for
+    /// them (waitpid), or they stay zombies once they exit. A pending terminate() SIGKILL
+    /// never comes.
+    release,
+};
 
 /// Everything a loop can be tuned with. The defaults suit almost everyone.
 struct loop_options {
@@ -34,6 +55,11 @@ struct loop_options {
     /// At most this many child exits are reaped and dispatched per loop iteration, so that
     /// an exit storm never starves sockets and fds (they are polled between batches).
     std::size_t max_exits_per_iteration = 64;
+    /// What the destructor does with children still running (see destroy_policy). The
+    /// destructor waits for the children it kills for at most a few seconds in all (a child
+    /// held by a tracer cannot be reaped before the tracer lets go); any left then are
+    /// released.
+    destroy_policy children_at_destroy = destroy_policy::kill_spawned;
 };
 
 /// Counters a loop keeps about itself; tests and benchmarks read them.
@@ -54,8 +80,13 @@ struct watch_options {
     /// backend then needs no pidfd_open, which closes the pid-reuse window.
     int pidfd = -1;
     /// Fds (pipes from the child) whose buffered data must be delivered before the exit
-    /// callback runs: while one of them is still a source of this loop and has unread
-    /// bytes, the exit callback waits and the fd callbacks run first.
+    /// callback runs. When the loop reaps the child, it notes how many bytes each of them
+    /// holds; the exit callback then waits while an fd still refers to the same pipe, is
+    /// polled for ZMQ_POLLIN by a source of this loop and has unread bytes, until its
+    /// callbacks have read that many bytes (counted from FIONREAD before and after each
+    /// callback, and at least one byte per callback, so bytes that other processes keep
+    /// writing, a grandchild's, cannot hold the exit back forever). An fd that was closed
+    /// and whose number now names another file is not waited for.
     std::vector<int> drain_first;
 };
 
@@ -66,7 +97,12 @@ struct watch_options {
 /// Callbacks may add and remove sources (themselves included), watch or spawn children
 /// and call stop(). A source removed during a dispatch is never called again, not even
 /// later in the same dispatch. An exception thrown by a callback propagates out of run()
-/// or run_once(); the loop stays usable and no reaped exit is lost.
+/// or run_once(); the loop stays usable and no reaped exit is lost. A callback may not run
+/// the loop that called it: run() and run_once() then throw std::logic_error. A callback
+/// may destroy its own loop; the loop's state then goes when the callback's dispatch ends.
+///
+/// Moving a loop moves a handle: children spawned on it, their terminate() timers and
+/// every source follow it.
 class loop {
   public:
     /// Uses default_backend(). Throws std::system_error (see below).
@@ -78,7 +114,9 @@ class loop {
     /// Uses @p options (which backend, wakeup cap, exit batch size). Throws as above.
     explicit loop(const loop_options& options);
     /// Releases the backend and restores the process state it changed. Children still
-    /// watched that already exited are reaped; running ones are left to the program.
+    /// watched that already exited are reaped; running ones are killed and reaped, or left
+    /// to the program, as loop_options::children_at_destroy says (default: the ones started
+    /// by zreap::spawn are killed, the others left).
     ~loop();
     /// Moves the loop; the moved-from loop may only be destroyed or assigned to.
     loop(loop&&) noexcept;
@@ -127,11 +165,14 @@ class loop {
     /// Number of registered sources of every kind.
     std::size_t size() const noexcept;
 
-    /// Polls and dispatches until stop() is called or no source is left.
+    /// Polls and dispatches until stop() is called or no source is left. Throws
+    /// std::logic_error if called from a callback of this loop.
     void run();
-    /// Polls once, waiting at most @p timeout (negative = no limit) for something to
-    /// happen, dispatches what is ready and returns how many callbacks ran. EINTR restarts
-    /// the wait with the remaining time.
+    /// Waits until at least one callback has run, or @p timeout has passed (negative = no
+    /// limit), or stop() was called, dispatching whatever is ready on each wakeup; returns
+    /// how many callbacks ran (0 on timeout). A wakeup that runs no callback (EINTR, a
+    /// reaped exit still held back behind its output) does not end the call. Throws
+    /// std::logic_error if called from a callback of this loop.
     int run_once(std::chrono::milliseconds timeout);
     /// Makes run() return after the current dispatch. Call it on the loop's thread
     /// (typically from a callback).
@@ -143,7 +184,10 @@ class loop {
     struct impl;
 
   private:
-    std::unique_ptr<impl> impl_;
+    // Shared so that a child spawned on the loop can hold a weak reference that survives
+    // a move of the loop and tells it when the loop is gone.
+    std::shared_ptr<impl> impl_;
+    friend struct detail::loop_access;
 };
 
 }  // namespace zreap

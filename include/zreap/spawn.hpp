@@ -50,13 +50,19 @@ struct spawn_options {
     };
     /// How `env` is used.
     env_mode env_how = env_mode::inherit;
-    std::vector<std::string> env;  ///< "NAME=value" entries for replace and extend
+    /// "NAME=value" entries for replace and extend. Entries given with env_how left at
+    /// inherit are an error (EINVAL), never silently ignored.
+    std::vector<std::string> env;
 
     std::string cwd;  ///< working directory; empty = the parent's
 
     stdio stdin_mode = stdio::inherit;   ///< the child's stdin
     stdio stdout_mode = stdio::inherit;  ///< the child's stdout
     stdio stderr_mode = stdio::inherit;  ///< the child's stderr
+    /// The child's stderr goes where its stdout goes (2>&1), whatever stdout_mode is; with
+    /// stdout_mode = stdio::pipe both arrive, interleaved as written, on child::stdout_fd()
+    /// and are delivered before the exit callback. stderr_mode must then stay inherit.
+    bool stderr_to_stdout = false;
 
     /// Further fds to pass on: {parent fd, fd number in the child}. Nothing else of the
     /// parent's is inherited, whatever its close-on-exec flag.
@@ -68,8 +74,18 @@ struct spawn_options {
         new_group,    ///< setpgid(0, 0): its own process group (signal it with -pid)
         new_session,  ///< setsid(): its own session and process group
     };
-    /// The child's process group and session.
+    /// The child's process group and session. A child in a group of its own can be
+    /// signalled as a whole: child::kill_group(), and terminate() then ends the group.
     group_mode group = group_mode::inherit;
+
+    /// Linux only: the signal the child gets when the thread that called spawn() ends
+    /// (prctl PR_SET_PDEATHSIG), most often because the process died, killed with SIGKILL
+    /// or otherwise; 0 = none. The kernel ties it to the creating thread, not the process:
+    /// spawn from the thread that runs the loop. If the parent is already gone when the
+    /// child sets it up, the child exits before exec. Only the child itself gets it, not
+    /// the processes it starts (end those through its process group). Elsewhere spawn
+    /// throws ENOTSUP when it is set.
+    int parent_death_signal = 0;
 };
 
 /// A child started by spawn(). Movable, not copyable. Destroying it closes the parent's
@@ -89,9 +105,10 @@ class child {
     /// The child's process id.
     pid_t pid() const noexcept;
     /// The pidfd obtained atomically when the child was created (pidfd backend), or -1.
-    /// Owned by zreap: valid at least while the child object lives; do not close it. (It is
-    /// closed once both the child object and the loop's use of it, the exit callback and a
-    /// pending terminate(), are gone.)
+    /// Owned by zreap: valid at least while the child object lives; do not close it. The
+    /// loop watches the child through this same fd (one fd per spawned child). It is closed
+    /// once both the child object and the loop's use of it (the exit callback, a pending
+    /// terminate()) are gone.
     int pidfd() const noexcept;
     /// The parent's end of a stdio::pipe (non-blocking, close-on-exec, ready for
     /// loop::add_fd), or -1. Owned by the child object until release_*() is called.
@@ -111,16 +128,33 @@ class child {
 
     /// The loop source watching this child (for loop::remove).
     source_id source() const noexcept;
-    /// True once the loop has reaped the child (its exit callback is running or has run).
+    /// True from the moment the loop has reaped the child, which can be before its exit
+    /// callback runs (the callback waits for the child's last output, see
+    /// watch_options::drain_first). From then on the pid may belong to another process, and
+    /// kill(), kill_group() and terminate() send nothing. Also true for a child that the
+    /// loop's destructor killed and reaped.
     bool reaped() const noexcept;
+    /// True if the child leads a process group of its own (spawned with
+    /// group_mode::new_group or new_session), which kill_group() and terminate() signal.
+    bool leads_group() const noexcept;
 
-    /// Sends @p sig, through pidfd_send_signal where there is a pidfd, so it can never hit
-    /// a recycled pid. Throws std::system_error (ESRCH) once the child has been reaped.
+    /// Sends @p sig, through pidfd_send_signal where there is a pidfd. Never reaches a
+    /// recycled pid: throws std::system_error (ESRCH) once the child has been reaped, and
+    /// std::logic_error once its loop is gone (nothing tracks the pid any more).
     void kill(int sig);
+    /// Sends @p sig to the child's whole process group (kill(-pid)); the child must lead one
+    /// (leads_group(), else EINVAL). While the child is unreaped its pid, and so its group
+    /// id, cannot be reused, so the signal reaches only the group it started. Throws like
+    /// kill(): ESRCH once the child has been reaped, std::logic_error once its loop is gone.
+    /// Processes of the group that outlive the child can be signalled only until then.
+    void kill_group(int sig);
     /// SIGTERM now, then SIGKILL if the child has not exited after @p grace, driven by the
-    /// loop's timers; never blocks. Does nothing once the child has been reaped. The timer
-    /// is removed when the child exits; a second call restarts the grace period. The SIGKILL
-    /// still comes if the child object is destroyed meanwhile. Needs the loop alive.
+    /// loop's timers; never blocks. A child that leads its own process group gets both
+    /// signals as a group. Does nothing once the child has been reaped; the SIGKILL timer is
+    /// removed at that moment (not when the exit callback runs), so it never fires at a pid
+    /// that may have been recycled. A second call restarts the grace period. The SIGKILL
+    /// still comes if the child object is destroyed meanwhile. Throws std::logic_error if
+    /// the loop is gone.
     void terminate(std::chrono::milliseconds grace);
 
     struct state;
@@ -137,9 +171,12 @@ class child {
 /// dispositions and no fd of the parent but its stdio and @p options.pass_fds.
 ///
 /// Throws std::system_error: the exec error (ENOENT, EACCES, ENOEXEC, ...) for a program
-/// that cannot be run, EAGAIN when the process limit is reached, EMFILE, and the like;
-/// nothing is left behind when it throws.
-child spawn(loop& lp, const spawn_options& options,
-            std::function<void(const exit_status&)> on_exit);
+/// that cannot be run, EAGAIN when the process limit is reached, EMFILE, EINVAL for
+/// contradictory options, and the like; nothing is left behind when it throws.
+///
+/// The result should be kept: dropping it closes the parent's pipe ends at once (the child
+/// is still watched and @p on_exit still runs).
+[[nodiscard]] child spawn(loop& lp, const spawn_options& options,
+                          std::function<void(const exit_status&)> on_exit);
 
 }  // namespace zreap
