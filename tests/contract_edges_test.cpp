@@ -227,8 +227,9 @@ TEST_P(ContractEdges, RecycledPidInTheWindowIsNeverSignalled) {
 TEST_P(ContractEdges, OtherWritersCannotHoldTheExitBackForever) {
     auto lp = make();
     spawn_options o;
-    // 60,000 bytes of 'a' from the child, then a grandchild that writes "b\n" forever.
-    o.argv = {"/bin/sh", "-c", "head -c 60000 /dev/zero | tr '\\0' a; yes b & exit 0"};
+    // 60,000 bytes of 'a' from the child, then a grandchild that writes "b\n" forever and
+    // fills the pipe before the child exits.
+    o.argv = {"/bin/sh", "-c", "head -c 60000 /dev/zero | tr '\\0' a; yes b & sleep 0.1; exit 0"};
     o.stdout_mode = stdio::pipe;
     o.group = spawn_options::group_mode::new_group;
     std::size_t as = 0, total = 0;
@@ -241,6 +242,10 @@ TEST_P(ContractEdges, OtherWritersCannotHoldTheExitBackForever) {
     });
     const int fd = c.stdout_fd();
     lp.add_fd(fd, ZMQ_POLLIN, [&](short) {
+        // Nothing is read until the child has been reaped: the pipe is full then, of the
+        // child's 'a's and the grandchild's 'b's, and the grandchild refills it as it goes.
+        if (lp.stats().exits == 0)
+            return;
         char buf[4096];
         ssize_t n = ::read(fd, buf, sizeof buf);
         for (ssize_t i = 0; i < n; ++i)
