@@ -199,7 +199,9 @@ TEST_P(ContractEdges, RecycledPidInTheWindowIsNeverSignalled) {
                 if (stranger > 0)
                     ::kill(stranger, SIGKILL);
                 reader.chunk = 65536;
-                if (!run_until(lp, [&] { return exited; }, 10s) && r.empty())
+                if (!run_until(
+                        lp, [&] { return exited; }, 10s) &&
+                    r.empty())
                     r = "exit never reported";
             } catch (const std::exception& e) {
                 r = std::string("exception: ") + e.what();
@@ -244,9 +246,11 @@ TEST_P(ContractEdges, OtherWritersCannotHoldTheExitBackForever) {
     lp.add_fd(fd, ZMQ_POLLIN, [&](short) {
         // Nothing is read until the child has been reaped: the pipe is full then, of the
         // child's 'a's and the grandchild's 'b's, and the grandchild refills it as it goes.
+        // One byte per callback, far slower than `yes` refills, so the pipe never runs
+        // empty: the exit must be released by the count of bytes read since the reap.
         if (lp.stats().exits == 0)
             return;
-        char buf[4096];
+        char buf[1];
         ssize_t n = ::read(fd, buf, sizeof buf);
         for (ssize_t i = 0; i < n; ++i)
             as += buf[i] == 'a';
@@ -285,9 +289,11 @@ TEST_P(ContractEdges, HeldBackExitsAreNotKeyedByFdNumber) {
     const zreap::source_id b_reader = lp.add_fd(reused, ZMQ_POLLIN, [&](short) { ++b_calls; });
 
     a.close_stdin();  // a exits now, with nothing left to read of its own
-    ASSERT_TRUE(run_until(lp, [&] { return lp.stats().exits == 1; }, 10s));
+    ASSERT_TRUE(run_until(
+        lp, [&] { return lp.stats().exits == 1; }, 10s));
     const std::size_t calls_at_reap = b_calls;
-    ASSERT_TRUE(run_until(lp, [&] { return a_exited; }, 10s));
+    ASSERT_TRUE(run_until(
+        lp, [&] { return a_exited; }, 10s));
     EXPECT_LT(b_calls - calls_at_reap, 10u) << "a's exit waited on b's pipe";
     lp.remove(b_reader);
     lp.remove(b.source());
