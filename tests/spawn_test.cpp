@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 #include <zmq.h>
 
 #include <cstdlib>
@@ -673,6 +676,150 @@ TEST_P(Spawn, TerminateRemovesItsTimerWhenTheChildExits) {
     EXPECT_EQ(r.status.term_signal(), SIGTERM);
     EXPECT_EQ(lp.size(), 0u) << "the SIGKILL timer must go with the child";
 }
+
+// True while @p pid is a live process (not gone, not a zombie).
+bool process_alive(pid_t pid) {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::size_t paren = text.rfind(')');
+    return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] != 'Z' &&
+           text[paren + 2] != 'X';
+}
+
+// Waits, with a bound, until @p pid is no longer a live process.
+bool gone_within(pid_t pid, std::chrono::milliseconds bound) {
+    const auto until = clock_type::now() + bound;
+    while (process_alive(pid) && clock_type::now() < until)
+        ::usleep(1000);
+    return !process_alive(pid);
+}
+
+TEST_P(Spawn, KillGroupSignalsTheWholeGroup) {
+    auto lp = make();
+    outcome r;
+    auto o = helper({"tree"});  // prints its grandchild's pid, both pause
+    o.stdout_mode = stdio::pipe;
+    o.group = spawn_options::group_mode::new_group;
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
+    EXPECT_TRUE(c.leads_group());
+    capture(lp, c.stdout_fd(), r.out, r.out_eof);
+    ASSERT_TRUE(run_until(lp, [&] { return r.out.find('\n') != std::string::npos; }));
+    const pid_t grandchild = std::atoi(r.out.c_str());
+    ASSERT_GT(grandchild, 0);
+    c.kill_group(SIGTERM);
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
+    EXPECT_EQ(r.status.term_signal(), SIGTERM);
+    EXPECT_TRUE(gone_within(grandchild, 10s)) << "the grandchild survived kill_group";
+    EXPECT_EQ(errno_of([&] { c.kill_group(SIGTERM); }), ESRCH) << "never after the reap";
+}
+
+TEST_P(Spawn, KillGroupNeedsAGroupOfItsOwn) {
+    auto lp = make();
+    outcome r;
+    zreap::child c = zreap::spawn(lp, helper({"pause"}), r.on_exit());
+    EXPECT_FALSE(c.leads_group());
+    EXPECT_EQ(errno_of([&] { c.kill_group(SIGTERM); }), EINVAL);
+    c.kill(SIGKILL);
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited; }));
+}
+
+// terminate() of a child that leads a group ends the group: a job's own children go too
+// (`sh -c 'sleep 3141; echo never'`, cancelled).
+TEST_P(Spawn, TerminateEndsTheChildsGroup) {
+    auto lp = make();
+    outcome r;
+    auto o = helper({"tree"});
+    o.stdout_mode = stdio::pipe;
+    o.group = spawn_options::group_mode::new_session;
+    zreap::child c = zreap::spawn(lp, o, r.on_exit());
+    capture(lp, c.stdout_fd(), r.out, r.out_eof);
+    ASSERT_TRUE(run_until(lp, [&] { return r.out.find('\n') != std::string::npos; }));
+    const pid_t grandchild = std::atoi(r.out.c_str());
+    c.terminate(std::chrono::hours(1));
+    // EOF on stdout: the grandchild, which held the pipe too, is gone.
+    ASSERT_TRUE(run_until(lp, [&] { return r.exited && r.out_eof; }))
+        << "the grandchild survived terminate()";
+    EXPECT_EQ(r.status.term_signal(), SIGTERM);
+    EXPECT_TRUE(gone_within(grandchild, 10s)) << "the grandchild survived terminate()";
+    EXPECT_EQ(lp.size(), 0u) << "the SIGKILL timer must go with the child";
+}
+
+TEST_P(Spawn, StderrToStdoutSharesThePipeAndArrivesBeforeTheExit) {
+    auto o = helper({"interleave"});
+    o.stdout_mode = stdio::pipe;
+    o.stderr_to_stdout = true;
+    outcome r = run(o);
+    EXPECT_EQ(r.status.exit_code(), 0);
+    EXPECT_EQ(r.out, "out1 err1 out2");
+    EXPECT_EQ(r.out_at_exit, r.out.size());
+    EXPECT_TRUE(r.err.empty());
+}
+
+TEST_P(Spawn, ContradictoryOptionsAreRefused) {
+    auto lp = make();
+    auto o = helper({"exit", "0"});
+    o.stderr_to_stdout = true;
+    o.stderr_mode = stdio::pipe;
+    EXPECT_EQ(errno_of([&] { (void)zreap::spawn(lp, o, [](const exit_status&) {}); }), EINVAL);
+    auto e = helper({"exit", "0"});
+    e.env = {"ZREAP_X=1"};  // env_how left at inherit: refused, not ignored
+    EXPECT_EQ(errno_of([&] { (void)zreap::spawn(lp, e, [](const exit_status&) {}); }), EINVAL);
+    e.parent_death_signal = -1;
+    e.env_how = spawn_options::env_mode::extend;
+    EXPECT_EQ(errno_of([&] { (void)zreap::spawn(lp, e, [](const exit_status&) {}); }), EINVAL);
+    EXPECT_EQ(lp.size(), 0u);
+}
+
+#if defined(__linux__)
+// The child dies with its parent: an intermediate process (made a subreaper's child here,
+// so that the test can wait for the orphan) spawns a child with parent_death_signal and
+// dies with SIGKILL; the child gets the signal. Without the option the child lives on.
+TEST_P(Spawn, ParentDeathSignalEndsTheChildWithItsParent) {
+    const backend b = GetParam();
+    for (int sig : {SIGKILL, 0}) {
+        SCOPED_TRACE(sig);
+        std::string failure = in_forked_child([b, sig]() -> std::string {
+            CHILD_CHECK(::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0);
+            int report[2];
+            CHILD_CHECK(::pipe2(report, O_CLOEXEC) == 0);
+            pid_t parent = ::fork();
+            CHILD_CHECK(parent >= 0);
+            if (parent == 0) {
+                ::close(report[0]);
+                zreap::loop lp(b);
+                auto o = helper({"pause"});
+                o.parent_death_signal = sig;
+                zreap::child c = zreap::spawn(lp, o, [](const exit_status&) {});
+                pid_t pid = c.pid();
+                ssize_t w = ::write(report[1], &pid, sizeof pid);
+                (void)w;
+                ::kill(::getpid(), SIGKILL);  // dies at once, without a destructor
+            }
+            ::close(report[1]);
+            pid_t orphan = 0;
+            ssize_t n = ::read(report[0], &orphan, sizeof orphan);
+            ::close(report[0]);
+            CHILD_CHECK(n == sizeof orphan);
+            int st = 0;
+            CHILD_CHECK(::waitpid(parent, &st, 0) == parent);
+            // The orphan is ours now (subreaper).
+            if (sig == 0) {
+                pid_t w;
+                for (int i = 0; i < 50 && (w = ::waitpid(orphan, &st, WNOHANG)) == 0; ++i)
+                    ::usleep(2000);
+                CHILD_CHECK(::waitpid(orphan, &st, WNOHANG) == 0);  // still running
+                ::kill(orphan, SIGKILL);
+                CHILD_CHECK(::waitpid(orphan, &st, 0) == orphan);
+                return "";
+            }
+            CHILD_CHECK(::waitpid(orphan, &st, 0) == orphan);
+            CHILD_CHECK(WIFSIGNALED(st) && WTERMSIG(st) == sig);
+            return "";
+        });
+        EXPECT_EQ(failure, "");
+    }
+}
+#endif
 
 TEST_P(Spawn, AllOutputArrivesBeforeTheExitCallback) {
     const std::size_t total = 1 << 20;
