@@ -17,11 +17,13 @@
 
 #include <fcntl.h>
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <ctime>
 #include <deque>
 #include <exception>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -33,7 +35,9 @@
 #include "child_watcher.hpp"
 #include "error.hpp"
 #include "loop_access.hpp"
+#include "signals.hpp"
 #include "unique_fd.hpp"
+#include "wake.hpp"
 
 namespace zreap {
 
@@ -42,7 +46,7 @@ namespace {
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-enum class kind { io, timer, child };
+enum class kind { io, timer, child, signal };
 
 // One of a child's drain_first fds. The pipe is named by its inode, so that an fd number
 // that was closed and reused for another file is never waited for.
@@ -61,6 +65,7 @@ struct source {
     void* socket = nullptr;
     int fd = -1;
     short events = 0;
+    std::size_t item_pos = 0;  // its entry in the poll set, while that is not dirty
     std::shared_ptr<std::function<void(short)>> io_cb;
     // timer
     std::multimap<clock::time_point, source_id>::iterator timer_pos;
@@ -73,6 +78,9 @@ struct source {
     detail::unique_fd own_pidfd;          // the loop's copy of watch_options::pidfd
     std::shared_ptr<child::state> owner;  // set for a child started by zreap::spawn
     std::shared_ptr<std::function<void(const exit_status&)>> child_cb;
+    // signal
+    int signo = 0;
+    std::shared_ptr<std::function<void(int)>> signal_cb;
 };
 
 struct pending_exit {
@@ -131,14 +139,17 @@ struct loop::impl {
     std::unordered_map<pid_t, source_id> children;  // watched, not yet reaped
     std::multimap<clock::time_point, source_id> timers;
 
-    // The poll set: the watcher's wake fd when it has one, then its direct fds (a fixed
-    // number of entries, refreshed before every poll), then the io sources. Rebuilt only
-    // when the set of io sources changes (zmq_poll allocates per call above 16 items
-    // otherwise). pfds mirrors items for the socket-free case, where poll() is called
-    // directly.
+    // The poll set: the watcher's wake fd when it has one, the loop's own wake channel, the
+    // watcher's direct fds (a fixed number of entries, refreshed before every poll), then
+    // the io sources. Rebuilt only when the set of io sources changes (zmq_poll allocates
+    // per call above 16 items otherwise). pfds mirrors items for the socket-free case,
+    // where poll() is called directly.
     std::vector<zmq_pollitem_t> items;
     std::vector<pollfd> pfds;
     std::vector<source_id> item_ids;
+    static constexpr std::size_t no_item = static_cast<std::size_t>(-1);
+    std::size_t watcher_item = no_item;
+    std::size_t channel_item = 0;
     std::size_t first_direct_item = 0;
     std::size_t direct_n = 0;
     std::size_t first_io_item = 0;
@@ -153,9 +164,23 @@ struct loop::impl {
     std::vector<exit_status> reap_buf;
     std::vector<std::pair<source_id, short>> ready;
     bool watcher_more = false;
+    bool last_immediate = false;  // the current iteration's poll did not block
     bool stop_requested = false;
-    bool running = false;  // inside run_once(): a nested run is refused
+    bool running = false;  // inside run_once() or dispatch(): a nested run is refused
     loop_stats stats;
+
+    // post(), request_stop() and add_signal() wake the loop through this channel.
+    detail::wake_channel channel{"zreap::loop"};
+    std::mutex post_mutex;
+    std::deque<std::function<void()>> posted_in;   // guarded by post_mutex
+    std::deque<std::function<void()>> posted_run;  // taken from posted_in, not run yet
+    std::atomic<bool> stop_async{false};
+    static_assert(std::atomic<bool>::is_always_lock_free, "request_stop is async-signal-safe");
+    std::map<int, source_id> signal_sources;
+    std::vector<std::pair<int, source_id>> signal_scratch;
+    // embedding: which entries of items prepare() handed out, and that it did
+    std::vector<std::size_t> embed_index;
+    bool embed_prepared = false;
 
     explicit impl(const loop_options& o) : opts(o) {
         backend b = o.which ? *o.which : default_backend();
@@ -180,6 +205,8 @@ struct loop::impl {
         // Children this loop still watches: those that already exited were ours to reap, so
         // reap them now rather than leave zombies; the running ones are killed and reaped,
         // or released to the program, as the destroy policy says.
+        for (auto& [signo, sid] : signal_sources)
+            detail::release_signal(signo);
         std::vector<std::pair<pid_t, child::state*>> killed;
         for (auto& [pid, sid] : children) {
             source& s = sources.at(sid);
@@ -247,10 +274,15 @@ struct loop::impl {
     void rebuild_items() {
         items.clear();
         item_ids.clear();
+        watcher_item = no_item;
         if (int wfd = watcher->wake_fd(); wfd >= 0) {
+            watcher_item = items.size();
             items.push_back(zmq_pollitem_t{nullptr, wfd, ZMQ_POLLIN, 0});
             item_ids.push_back(0);
         }
+        channel_item = items.size();
+        items.push_back(zmq_pollitem_t{nullptr, channel.fd(), ZMQ_POLLIN, 0});
+        item_ids.push_back(0);
         first_direct_item = items.size();
         for (std::size_t i = 0; i < direct_n; ++i) {
             items.push_back(zmq_pollitem_t{nullptr, -1, ZMQ_POLLIN, 0});
@@ -261,6 +293,7 @@ struct loop::impl {
         for (auto& [sid, s] : sources) {
             if (s.k != kind::io)
                 continue;
+            s.item_pos = items.size();
             items.push_back(zmq_pollitem_t{s.socket, s.fd, s.events, 0});
             item_ids.push_back(sid);
             has_sockets = has_sockets || s.socket != nullptr;
@@ -282,11 +315,6 @@ struct loop::impl {
     // One wait on the whole set: zmq_poll if there are sockets, poll() otherwise, with
     // zmq_poll's meaning of revents either way. Returns -1 with @p err set on failure.
     int poll_items(int wait, int& err) {
-        const int* dfds = watcher->direct_fds();
-        for (std::size_t i = 0; i < direct_n; ++i) {
-            items[first_direct_item + i].fd = dfds[i];
-            pfds[first_direct_item + i].fd = dfds[i];
-        }
         if (has_sockets) {
             // Without the unused direct entries (fd -1): poll() skips those, but libzmq
             // hands a set with a thread-safe socket to its poller, which refuses them.
@@ -347,8 +375,115 @@ struct loop::impl {
                     detail::release_pid(s.pid);
                 }
                 break;
+            case kind::signal:
+                detail::release_signal(s.signo);
+                signal_sources.erase(s.signo);
+                break;
         }
         sources.erase(it);
+    }
+
+    source_id add_signal(int signo, std::function<void(int)> cb) {
+        if (!cb)
+            detail::throw_errno(EINVAL, "zreap::loop::add_signal: empty callback");
+        detail::claim_signal(signo, this, channel.notify_fd());
+        source s;
+        s.k = kind::signal;
+        s.signo = signo;
+        s.signal_cb = std::make_shared<std::function<void(int)>>(std::move(cb));
+        source_id sid;
+        try {
+            sid = add(std::move(s));
+            signal_sources.emplace(signo, sid);
+        } catch (...) {
+            detail::release_signal(signo);
+            throw;
+        }
+        return sid;
+    }
+
+    void modify(source_id id, short events) {
+        auto it = sources.find(id);
+        if (it == sources.end())
+            detail::throw_errno(ENOENT,
+                                "zreap::loop::modify(" + std::to_string(id) + "): no such source");
+        source& s = it->second;
+        if (s.k != kind::io)
+            detail::throw_errno(EINVAL, "zreap::loop::modify(" + std::to_string(id) +
+                                            "): not an fd or socket source");
+        s.events = events;
+        if (items_dirty)
+            return;  // the rebuild takes the new events
+        items[s.item_pos].events = events;
+        short ev = 0;
+        if (events & ZMQ_POLLIN)
+            ev |= POLLIN;
+        if (events & ZMQ_POLLOUT)
+            ev |= POLLOUT;
+        if (events & ZMQ_POLLPRI)
+            ev |= POLLPRI;
+        pfds[s.item_pos].events = ev;
+    }
+
+    void post(std::function<void()> fn) {
+        if (!fn)
+            detail::throw_errno(EINVAL, "zreap::loop::post: empty function");
+        bool was_empty;
+        {
+            std::lock_guard<std::mutex> lock(post_mutex);
+            was_empty = posted_in.empty();
+            posted_in.push_back(std::move(fn));
+        }
+        // The loop drains the channel before it takes the queue, so a queue that was not
+        // empty will be taken anyway: one wake-up per batch is enough.
+        if (was_empty)
+            channel.notify();
+    }
+
+    // The channel said something: a stop request, posted functions, signals. Drained
+    // first, so that what comes after the drain wakes the next poll.
+    void take_channel() {
+        channel.drain();
+        if (stop_async.exchange(false, std::memory_order_acq_rel))
+            stop_requested = true;
+        std::lock_guard<std::mutex> lock(post_mutex);
+        while (!posted_in.empty()) {
+            posted_run.push_back(std::move(posted_in.front()));
+            posted_in.pop_front();
+        }
+    }
+
+    int dispatch_signals() {
+        if (signal_sources.empty())
+            return 0;
+        signal_scratch.assign(signal_sources.begin(), signal_sources.end());
+        int n = 0;
+        for (auto [signo, sid] : signal_scratch) {
+            if (!detail::take_signal(signo))
+                continue;
+            auto it = sources.find(sid);
+            if (it == sources.end())
+                continue;  // removed by an earlier callback
+            auto cb = it->second.signal_cb;
+            ++n;
+            ++stats.signals;
+            (*cb)(signo);
+        }
+        return n;
+    }
+
+    int dispatch_posted() {
+        int n = 0;
+        // Only what was taken before this dispatch: a function that posts again does not
+        // keep this loop here forever.
+        for (std::size_t count = posted_run.size(); count > 0 && !posted_run.empty(); --count) {
+            std::function<void()> fn = std::move(posted_run.front());
+            posted_run.pop_front();  // before the call: run once, even if it throws
+            ++n;
+            ++stats.posted;
+            fn();
+        }
+        return n;
     }
 
     void remove(source_id id) noexcept {
@@ -592,26 +727,95 @@ struct loop::impl {
         reap_buf.clear();
     }
 
-    int run_once(milliseconds timeout) {
+    // Before a poll: the set up to date, the direct fds in it, the timeout.
+    int begin_iteration(bool has_deadline, clock::time_point deadline) {
+        if (items_dirty)
+            rebuild_items();
+        bool immediate = !pending.empty() || watcher_more || !posted_run.empty();
+        // Asked even when immediate, because sigaction consumes its flag here.
+        immediate = watcher->wants_immediate_poll() || immediate;
+        last_immediate = immediate;
+        const int* dfds = watcher->direct_fds();
+        for (std::size_t i = 0; i < direct_n; ++i) {
+            items[first_direct_item + i].fd = dfds[i];
+            pfds[first_direct_item + i].fd = dfds[i];
+        }
+        return poll_timeout(clock::now(), has_deadline, deadline, immediate);
+    }
+
+    // After a poll (items[].revents filled in, all 0 after EINTR or a timeout): reap,
+    // then dispatch. Returns how many callbacks ran.
+    int finish_iteration(bool interrupted) {
+        detail::poll_result r;
+        r.interrupted = interrupted;
+        ready.clear();
+        bool direct_ready = false;
+        for (std::size_t i = 0; i < direct_n; ++i) {
+            direct_revents[i] = items[first_direct_item + i].revents;
+            direct_ready = direct_ready || direct_revents[i] != 0;
+        }
+        if (direct_n > 0)
+            r.direct_revents = direct_revents.data();
+        r.woken = watcher_item != no_item && items[watcher_item].revents != 0;
+        const bool channel_ready = items[channel_item].revents != 0;
+        for (std::size_t i = first_io_item; i < items.size(); ++i)
+            if (items[i].revents)
+                ready.emplace_back(item_ids[i], items[i].revents);
+        // An EINTR may be one of our own signal handlers, which has written the channel.
+        if (channel_ready || (interrupted && !signal_sources.empty()))
+            take_channel();
+
+        std::size_t budget = opts.max_exits_per_iteration > pending.size()
+                                 ? opts.max_exits_per_iteration - pending.size()
+                                 : 0;
+        reap_buf.clear();
+        // A failure to reap (a waitid error) is reported after this iteration's dispatch:
+        // the exits the backend did reap are gone from the kernel and are delivered first,
+        // and one child that cannot be reaped must not hold back the others' callbacks on
+        // every later iteration.
+        std::exception_ptr reap_error;
+        try {
+            watcher_more = budget > 0 ? watcher->reap(r, reap_buf, budget) : true;
+        } catch (...) {
+            reap_error = std::current_exception();
+            watcher_more = false;
+        }
+        queue_reaped();
+
+        // Output before exit: fds first, so a child's last words are read before its exit
+        // callback runs; then exits; then timers, signals and posted functions.
+        int n = dispatch_io();
+        bool deferred = false;
+        n += dispatch_exits(deferred);
+        n += dispatch_timers(clock::now());
+        n += dispatch_signals();
+        n += dispatch_posted();
+        if (reap_error)
+            std::rethrow_exception(reap_error);
+        if (n == 0 && !interrupted && !deferred && !last_immediate && !r.woken && !direct_ready &&
+            !channel_ready)
+            ++stats.idle_wakeups;
+        return n;
+    }
+
+    void refuse_nested(const char* call) const {
         if (running)
-            throw std::logic_error(
-                "zreap::loop::run_once: called from a callback of the same loop; a loop cannot "
-                "be run while it is dispatching (return from the callback instead)");
+            throw std::logic_error(std::string("zreap::loop::") + call +
+                                   ": called from a callback of the same loop; a loop cannot "
+                                   "be run while it is dispatching (return from the callback "
+                                   "instead)");
+    }
+
+    int run_once(milliseconds timeout) {
+        refuse_nested("run_once");
         running_guard guard(running);
         const bool has_deadline = timeout.count() >= 0;
         const clock::time_point deadline =
             clock::now() + (has_deadline ? timeout : milliseconds(0));
         for (;;) {
-            if (items_dirty)
-                rebuild_items();
-            bool immediate = !pending.empty() || watcher_more;
-            // Asked even when immediate, because sigaction consumes its flag here.
-            immediate = watcher->wants_immediate_poll() || immediate;
-            clock::time_point now = clock::now();
-            int wait = poll_timeout(now, has_deadline, deadline, immediate);
-
+            const int wait = begin_iteration(has_deadline, deadline);
             int err = 0;
-            int rc = poll_items(wait, err);
+            const int rc = poll_items(wait, err);
             ++stats.polls;
             bool interrupted = false;
             if (rc < 0) {
@@ -620,59 +824,47 @@ struct loop::impl {
                 interrupted = true;
                 ++stats.interrupted;
             }
-
-            detail::poll_result r;
-            r.interrupted = interrupted;
-            ready.clear();
-            bool direct_ready = false;
-            for (std::size_t i = 0; i < direct_n; ++i) {
-                direct_revents[i] = items[first_direct_item + i].revents;
-                direct_ready = direct_ready || direct_revents[i] != 0;
-            }
-            if (direct_n > 0)
-                r.direct_revents = direct_revents.data();
-            if (!interrupted) {
-                if (first_direct_item > 0 && items[0].revents)
-                    r.woken = true;
-                for (std::size_t i = first_io_item; i < items.size(); ++i)
-                    if (items[i].revents)
-                        ready.emplace_back(item_ids[i], items[i].revents);
-            }
-
-            std::size_t budget = opts.max_exits_per_iteration > pending.size()
-                                     ? opts.max_exits_per_iteration - pending.size()
-                                     : 0;
-            reap_buf.clear();
-            // A failure to reap (a waitid error) is reported after this iteration's
-            // dispatch: the exits the backend did reap are gone from the kernel and are
-            // delivered first, and one child that cannot be reaped must not hold back the
-            // others' callbacks on every later iteration.
-            std::exception_ptr reap_error;
-            try {
-                watcher_more = budget > 0 ? watcher->reap(r, reap_buf, budget) : true;
-            } catch (...) {
-                reap_error = std::current_exception();
-                watcher_more = false;
-            }
-            queue_reaped();
-
-            // Output before exit: fds first, so a child's last words are read before its
-            // exit callback runs; then exits; then timers.
-            int n = dispatch_io();
-            bool deferred = false;
-            n += dispatch_exits(deferred);
-            n += dispatch_timers(clock::now());
-            if (reap_error)
-                std::rethrow_exception(reap_error);
+            const int n = finish_iteration(interrupted);
             if (n > 0)
                 return n;
-            if (!interrupted && !deferred && !immediate && !r.woken && !direct_ready)
-                ++stats.idle_wakeups;
             if (stop_requested)
                 return 0;
             if (has_deadline && clock::now() >= deadline)
                 return 0;
         }
+    }
+
+    int prepare(std::vector<zmq_pollitem_t>& out) {
+        refuse_nested("prepare");
+        const int wait = begin_iteration(false, clock::time_point{});
+        embed_index.clear();
+        for (std::size_t i = 0; i < items.size(); ++i) {
+            // Unused direct entries (fd -1) are left out, as for zmq_poll.
+            if (!items[i].socket && items[i].fd < 0)
+                continue;
+            zmq_pollitem_t it = items[i];
+            it.revents = 0;
+            out.push_back(it);
+            embed_index.push_back(i);
+        }
+        embed_prepared = true;
+        return wait;
+    }
+
+    int dispatch(const zmq_pollitem_t* in, std::size_t n) {
+        refuse_nested("dispatch");
+        if (!embed_prepared || n != embed_index.size() || (n > 0 && !in))
+            throw std::logic_error("zreap::loop::dispatch: pass exactly the " +
+                                   std::to_string(embed_index.size()) +
+                                   " items the last prepare() appended, once");
+        running_guard guard(running);
+        embed_prepared = false;
+        for (auto& item : items)
+            item.revents = 0;
+        for (std::size_t j = 0; j < n; ++j)
+            items[embed_index[j]].revents = in[j].revents;
+        ++stats.polls;
+        return finish_iteration(false);
     }
 };
 
@@ -740,6 +932,32 @@ source_id loop::add_timer(std::chrono::milliseconds first, std::chrono::millisec
     return impl_->add_timer(first, every, std::move(cb));
 }
 
+source_id loop::add_signal(int signo, std::function<void(int)> cb) {
+    return impl_->add_signal(signo, std::move(cb));
+}
+
+void loop::modify(source_id id, short events) {
+    impl_->modify(id, events);
+}
+
+void loop::post(std::function<void()> fn) {
+    impl_->post(std::move(fn));
+}
+
+void loop::request_stop() noexcept {
+    impl_->stop_async.store(true, std::memory_order_release);
+    impl_->channel.notify();
+}
+
+int loop::prepare(std::vector<zmq_pollitem_t>& items) {
+    return impl_->prepare(items);
+}
+
+int loop::dispatch(const zmq_pollitem_t* items, std::size_t n) {
+    std::shared_ptr<impl> keep = impl_;
+    return keep->dispatch(items, n);
+}
+
 source_id loop::watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
                             const watch_options& options) {
     return impl_->watch(pid, std::move(cb), options.pidfd, options.drain_first, nullptr);
@@ -760,10 +978,7 @@ std::size_t loop::size() const noexcept {
 void loop::run() {
     // Held for the whole run: a callback may destroy the loop object.
     std::shared_ptr<impl> keep = impl_;
-    if (keep->running)
-        throw std::logic_error(
-            "zreap::loop::run: called from a callback of the same loop; a loop cannot be run "
-            "while it is dispatching (return from the callback instead)");
+    keep->refuse_nested("run");
     keep->stop_requested = false;
     while (!keep->stop_requested && !keep->sources.empty())
         keep->run_once(milliseconds(-1));

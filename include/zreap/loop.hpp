@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include <zmq.h>
+
 #include <zreap/backend.hpp>
 #include <zreap/exit_status.hpp>
 
@@ -71,6 +73,8 @@ struct loop_stats {
     /// Wakeups where the backend found exits that had not woken the poll (sigaction's
     /// lost-wakeup race, recovered by the wakeup cap). Always 0 for race-free backends.
     std::uint64_t lost_wakeups = 0;
+    std::uint64_t posted = 0;   ///< functions run for post()
+    std::uint64_t signals = 0;  ///< signal callbacks run for add_signal()
 };
 
 /// Options for one watched child.
@@ -92,7 +96,8 @@ struct watch_options {
 
 /// A single-threaded event loop on zmq_poll(). Create, use and destroy a loop on one
 /// thread; several loops may live in several threads where the backend allows it
-/// (capabilities::multiple_loops).
+/// (capabilities::multiple_loops). From other threads only post() and request_stop() may be
+/// called (request_stop() also from a signal handler).
 ///
 /// Callbacks may add and remove sources (themselves included), watch or spawn children
 /// and call stop(). A source removed during a dispatch is never called again, not even
@@ -148,6 +153,29 @@ class loop {
     /// Calls @p cb after @p first, then every @p every (0 = once). Monotonic clock.
     source_id add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
                         std::function<void()> cb);
+    /// Calls @p cb on the loop's thread after signal @p signo arrived (SIGTERM, SIGINT,
+    /// SIGHUP, SIGUSR1, ...), whichever thread the kernel delivered it to; signals that
+    /// arrive together are reported once, as the kernel coalesces them. The loop owns the
+    /// signal while the source lives: its handler replaces the disposition there was (the
+    /// application's handler, SIG_DFL or SIG_IGN), which comes back when the source is
+    /// removed or the loop destroyed. Throws std::system_error: EINVAL for SIGCHLD (use
+    /// watch_child), SIGKILL, SIGSTOP, the fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+    /// SIGTRAP, SIGSYS) and non-signals; EBUSY if another loop in the process owns
+    /// @p signo; EEXIST if this one does.
+    source_id add_signal(int signo, std::function<void(int signo)> cb);
+
+    /// Changes the events an fd or socket source waits for (ZMQ_POLLIN, ZMQ_POLLOUT), in
+    /// place: toggling ZMQ_POLLOUT while output is queued needs no remove and add. Throws
+    /// std::system_error: ENOENT for an unknown id, EINVAL for a source that is no fd or
+    /// socket.
+    void modify(source_id id, short events);
+
+    /// Runs @p fn once on the loop's thread, in the order of the post() calls, during a
+    /// later iteration; wakes a sleeping loop. Callable from any thread (the loop object
+    /// must outlive the call and must not be moved meanwhile). An exception thrown by @p fn
+    /// leaves run()/run_once() like any callback's; the functions posted after it still run,
+    /// on the next iteration.
+    void post(std::function<void()> fn);
     /// Calls @p cb once, when child @p pid exits, after reaping it. Throws
     /// std::system_error: ECHILD if @p pid is not an unreaped child of this process,
     /// EEXIST if a zreap loop in this process already watches it, EMFILE and the like from
@@ -177,6 +205,31 @@ class loop {
     /// Makes run() return after the current dispatch. Call it on the loop's thread
     /// (typically from a callback).
     void stop() noexcept;
+    /// As stop(), from any thread or from a signal handler: async-signal-safe (an atomic
+    /// store and one write). The loop wakes up and run() returns after that iteration; a
+    /// request made before run() is called stops that run at its first iteration.
+    void request_stop() noexcept;
+
+    /// Embedding the loop in another event loop (a plain zmq_poll loop, GLib, ...), instead
+    /// of run(). Each round of the host loop:
+    ///
+    ///     std::size_t mine = items.size();      // the host's own items come first
+    ///     int t = lp.prepare(items);             // appends the loop's items
+    ///     zmq_poll(items.data(), items.size(), min(host timeout, t));   // any outcome
+    ///     lp.dispatch(items.data() + mine, items.size() - mine);
+    ///
+    /// prepare() appends the items the loop needs polled (its backend's fds, its own
+    /// sources, its wake channel), each with revents 0, and returns the longest the host may
+    /// wait before calling dispatch() (-1 = no limit; 0 when work is already waiting). The
+    /// set can change from one round to the next. Throws std::logic_error from a callback of
+    /// this loop.
+    int prepare(std::vector<zmq_pollitem_t>& items);
+    /// Reaps and dispatches after the host's poll; @p items are those prepare() appended, in
+    /// the same order, with the revents the poll filled in (all 0 after a timeout or EINTR).
+    /// Call it once after every prepare(). Returns how many callbacks ran. Throws
+    /// std::logic_error if @p n is not what prepare() appended, or from a callback of this
+    /// loop.
+    int dispatch(const zmq_pollitem_t* items, std::size_t n);
 
     /// Counters about this loop.
     loop_stats stats() const noexcept;
