@@ -43,7 +43,8 @@ void app_handler(int) {
 // may deliver it there) arrives as a callback on the loop's thread; removing the source puts
 // the application's handler back.
 TEST_P(ContractFeatures, SignalsArriveAsLoopEvents) {
-    struct sigaction app {}, old {};
+    struct sigaction app {
+    }, old{};
     app.sa_handler = app_handler;
     sigemptyset(&app.sa_mask);
     ASSERT_EQ(::sigaction(SIGUSR1, &app, &old), 0);
@@ -164,7 +165,8 @@ TEST_P(ContractFeatures, RequestStopFromAnotherThreadOrASignalHandler) {
     stopper.join();
 
     stop_target = &lp;
-    struct sigaction sa {}, old {};
+    struct sigaction sa {
+    }, old{};
     sa.sa_handler = stop_from_handler;
     sigemptyset(&sa.sa_mask);
     ASSERT_EQ(::sigaction(SIGUSR2, &sa, &old), 0);
