@@ -106,6 +106,10 @@ bool backend_usable(backend b) noexcept {
 
 capabilities backend_capabilities(backend b) noexcept {
     capabilities c;
+#if !ZREAP_HAVE_WAIT4
+    // The signal backends reap with wait4 to learn the usage; without it, waitid(P_PID).
+    c.reports_usage = b == backend::pidfd;
+#endif
     switch (b) {
         case backend::pidfd:
             break;
@@ -123,6 +127,7 @@ capabilities backend_capabilities(backend b) noexcept {
         case backend::libev:
             // zreap's shared handler wakes the poll and feeds libev; see backends/libev.
             c.reaps_foreign_children = true;
+            c.reports_usage = false;  // libev reaps with waitpid()
             c.multiple_loops = false;
             c.installs_signal_handler = true;
             break;

@@ -1,6 +1,8 @@
 #include <zreap/exit_status.hpp>
 
 #include <signal.h>
+#include <sys/resource.h>
+
 #include <cstring>
 
 namespace zreap {
@@ -21,6 +23,19 @@ exit_status exit_status::from_wait_status(pid_t pid, int status) noexcept {
     s.pid = pid;
     s.raw = status;
     return s;
+}
+
+void exit_status::set_usage(const struct rusage& ru) noexcept {
+    using std::chrono::microseconds;
+    using std::chrono::seconds;
+    has_usage = true;
+    usage.user_cpu = seconds(ru.ru_utime.tv_sec) + microseconds(ru.ru_utime.tv_usec);
+    usage.system_cpu = seconds(ru.ru_stime.tv_sec) + microseconds(ru.ru_stime.tv_usec);
+#if defined(__APPLE__)
+    usage.max_rss_kib = static_cast<long>(ru.ru_maxrss / 1024);  // bytes there
+#else
+    usage.max_rss_kib = static_cast<long>(ru.ru_maxrss);  // KiB on Linux and the BSDs
+#endif
 }
 
 exit_status exit_status::from_siginfo(const siginfo_t& info) noexcept {

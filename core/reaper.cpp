@@ -1,11 +1,13 @@
 #include "reaper.hpp"
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <cerrno>
 #include <string>
 
 #include "error.hpp"
+#include "zreap_config.h"
 
 namespace zreap::detail {
 
@@ -45,24 +47,43 @@ bool pid_reaper::reap(bool signalled, std::vector<exit_status>& out, std::size_t
 }
 
 // Reaps @p pid if it has exited. True if it was reaped (or found reaped by other code).
+// wait4, where the C library has it (not POSIX, but every Unix), also reports the child's
+// resource usage; waitid(P_PID) otherwise.
 bool pid_reaper::try_reap(pid_t pid, std::vector<exit_status>& out) {
+#if ZREAP_HAVE_WAIT4
+    struct rusage ru {};
+    int status = 0;
+    pid_t rc;
+    while ((rc = ::wait4(pid, &status, WNOHANG, &ru)) < 0 && errno == EINTR) {
+    }
+    if (rc == 0)
+        return false;  // still running
+    if (rc > 0) {
+        exit_status st = exit_status::from_wait_status(pid, status);
+        st.set_usage(ru);
+        out.push_back(st);  // first: if it throws, pid stays watched
+        watched_.erase(pid);
+        return true;
+    }
+#else
     siginfo_t si{};
     int rc;
     while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG)) < 0 &&
            errno == EINTR) {
     }
-    if (rc < 0) {
-        if (errno != ECHILD)
-            throw_errno(std::string(who_) + ": waitid(P_PID)");
-        // Reaped behind our back by other code: report it without a status rather than
-        // never report the exit at all.
-        out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
+    if (rc == 0) {
+        if (si.si_pid == 0)
+            return false;                              // still running
+        out.push_back(exit_status::from_siginfo(si));  // first: if it throws, pid stays watched
         watched_.erase(pid);
         return true;
     }
-    if (si.si_pid == 0)
-        return false;                              // still running
-    out.push_back(exit_status::from_siginfo(si));  // first: if it throws, pid stays watched
+#endif
+    if (errno != ECHILD)
+        throw_errno(std::string(who_) + ": reaping pid " + std::to_string(pid));
+    // Reaped behind our back by other code: report it without a status rather than never
+    // report the exit at all.
+    out.push_back(exit_status::from_wait_status(pid, exit_status::unknown_raw));
     watched_.erase(pid);
     return true;
 }

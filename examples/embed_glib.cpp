@@ -39,8 +39,8 @@ gboolean zs_prepare(GSource* g, gint* timeout) {
     s->items->clear();
     *timeout = s->lp->prepare(*s->items);
     for (const zmq_pollitem_t& it : *s->items) {
-        const int cond = (it.events & ZMQ_POLLIN ? G_IO_IN : 0) |
-                         (it.events & ZMQ_POLLOUT ? G_IO_OUT : 0);
+        const int cond =
+            (it.events & ZMQ_POLLIN ? G_IO_IN : 0) | (it.events & ZMQ_POLLOUT ? G_IO_OUT : 0);
         s->tags->push_back(g_source_add_unix_fd(g, it.fd, static_cast<GIOCondition>(cond)));
     }
     return FALSE;  // GLib polls, with *timeout as this source's longest wait
@@ -102,8 +102,8 @@ int main(int argc, char** argv) try {
     for (int code = 1; code <= 3; ++code) {
         zreap::spawn_options o;
         // The children outlive a few GLib timer ticks.
-        o.argv = {"/bin/sh", "-c", "sleep 0.0" + std::to_string(code * 3) + "; exit " +
-                                       std::to_string(code)};
+        o.argv = {"/bin/sh", "-c",
+                  "sleep 0.0" + std::to_string(code * 3) + "; exit " + std::to_string(code)};
         (void)zreap::spawn(children, o, [&](const zreap::exit_status& s) {
             std::printf("%s\n", zreap::to_string(s).c_str());
             codes += s.exit_code();

@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -263,6 +266,42 @@ TEST_P(ContractFeatures, EmbeddedInAHostZmqPollLoop) {
     zmq_close(req);
     zmq_close(rep);
     zmq_ctx_term(ctx);
+}
+
+// The exit report carries the child's resource usage where the backend can get it
+// (capabilities::reports_usage): a child that burns 60 ms of CPU in user mode and touches
+// 48 MiB reports at least that.
+TEST_P(ContractFeatures, ExitReportCarriesResourceUsage) {
+    auto lp = make();
+    pid_t pid = fork_child([] {
+        const std::size_t size = 48u << 20;
+        volatile char* p = static_cast<volatile char*>(std::malloc(size));
+        if (!p)
+            return 3;
+        for (std::size_t i = 0; i < size; i += 4096)
+            p[i] = 1;
+        struct rusage ru {};
+        volatile unsigned long spin = 0;
+        do {
+            for (int i = 0; i < 100000; ++i)
+                spin = spin + 1;
+            ::getrusage(RUSAGE_SELF, &ru);
+        } while (ru.ru_utime.tv_sec == 0 && ru.ru_utime.tv_usec < 60000);
+        return 0;
+    });
+    exit_status s = watch_until_reported(lp, pid);
+    ASSERT_EQ(s.pid, pid);
+    EXPECT_EQ(s.exit_code(), 0);
+    EXPECT_EQ(s.has_usage, caps().reports_usage);
+    if (s.has_usage) {
+        EXPECT_GE(s.usage.user_cpu, 60ms);
+        EXPECT_LT(s.usage.user_cpu, 60s);
+        EXPECT_GE(s.usage.max_rss_kib, 48 * 1024);
+        std::printf("[ %-9s] usage: user %.1f ms, system %.1f ms, max RSS %ld KiB\n",
+                    std::string(zreap::to_string(GetParam())).c_str(),
+                    s.usage.user_cpu.count() / 1e3, s.usage.system_cpu.count() / 1e3,
+                    s.usage.max_rss_kib);
+    }
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,10 +34,12 @@ int sys_pidfd_open(pid_t pid, unsigned flags) noexcept {
     return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags));
 }
 
-int waitid_pidfd(int pidfd, siginfo_t* si, int options) noexcept {
+// waitid(P_PIDFD) through the system call, whose fifth argument (which glibc's wrapper
+// does not pass) reports the child's resource usage when @p ru is not null.
+int waitid_pidfd(int pidfd, siginfo_t* si, int options, struct rusage* ru = nullptr) noexcept {
     int rc;
-    while ((rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), si, options)) <
-               0 &&
+    while ((rc = static_cast<int>(
+                ::syscall(SYS_waitid, P_PIDFD, static_cast<id_t>(pidfd), si, options, ru))) < 0 &&
            errno == EINTR) {
     }
     return rc;
@@ -200,7 +203,8 @@ class pidfd_watcher final : public child_watcher {
     void reap_one(entry_iter it, std::vector<exit_status>& out) {
         const pid_t pid = it->first;
         siginfo_t si{};
-        if (waitid_pidfd(it->second.fd, &si, WEXITED | WNOHANG) < 0) {
+        struct rusage ru {};
+        if (waitid_pidfd(it->second.fd, &si, WEXITED | WNOHANG, &ru) < 0) {
             // ECHILD: something else reaped our child (a waitpid(-1) elsewhere, or
             // SIGCHLD set to SIG_IGN since). Its status is gone; report that, rather
             // than never report the exit at all.
@@ -218,7 +222,9 @@ class pidfd_watcher final : public child_watcher {
                 throw_errno("zreap pidfd backend: epoll_ctl(MOD)");
             return;
         }
-        out.push_back(exit_status::from_siginfo(si));
+        exit_status st = exit_status::from_siginfo(si);
+        st.set_usage(ru);
+        out.push_back(st);
         retire(it);
     }
 

@@ -38,6 +38,9 @@ struct capabilities {
     bool needs_sigchld_blocked = false;
     /// The backend installs a process-wide SIGCHLD handler while a loop using it lives.
     bool installs_signal_handler = false;
+    /// Exit statuses carry the child's resource usage (exit_status::has_usage). False for
+    /// libev, which reaps with waitpid(), and where the C library lacks wait4.
+    bool reports_usage = true;
 };
 
 /// "pidfd", "signalfd", "selfpipe", "sigaction" or "libev".

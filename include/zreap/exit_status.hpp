@@ -5,9 +5,21 @@
 
 #include <sys/types.h>
 #include <sys/wait.h>
+
+#include <chrono>
 #include <string>
 
+struct rusage;
+
 namespace zreap {
+
+/// The resources a child used, as the system call that reaped it reported them: the child's
+/// own CPU time and peak memory, plus those of its descendants that it waited for itself.
+struct resource_usage {
+    std::chrono::microseconds user_cpu{0};    ///< CPU time in user mode
+    std::chrono::microseconds system_cpu{0};  ///< CPU time in the kernel
+    long max_rss_kib = 0;                     ///< peak resident set size, KiB
+};
 
 /// How a child process ended, as reaped by the loop.
 struct exit_status {
@@ -15,6 +27,12 @@ struct exit_status {
     pid_t pid = 0;
     /// The wait(2)-style status word; the accessors below decode it.
     int raw = 0;
+    /// True when the backend reaped the child with a call that reports resource usage
+    /// (capabilities::reports_usage): then usage holds it. False with the libev backend,
+    /// whose library reaps without it, and for unknown() statuses.
+    bool has_usage = false;
+    /// What the child used; meaningful when has_usage.
+    resource_usage usage;
 
     /// raw's value when the child was reaped by someone else before zreap could read its
     /// status (a waitpid(-1) elsewhere, SIGCHLD set to SIG_IGN after watch_child).
@@ -38,8 +56,10 @@ struct exit_status {
     static exit_status from_siginfo(const siginfo_t& info) noexcept;
     /// Builds a status from a waitpid(2) status word.
     static exit_status from_wait_status(pid_t pid, int status) noexcept;
+    /// Sets has_usage and usage from a getrusage-style record (wait4, waitid's rusage).
+    void set_usage(const struct rusage& ru) noexcept;
 
-    /// Same pid and same status word.
+    /// Same pid and same status word (usage is not compared).
     friend bool operator==(const exit_status& a, const exit_status& b) noexcept {
         return a.pid == b.pid && a.raw == b.raw;
     }
