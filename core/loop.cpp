@@ -158,6 +158,8 @@ struct loop::impl {
     std::vector<std::size_t> zitem_index;
     bool has_sockets = false;
     bool items_dirty = true;
+    // How many plain-fd sources poll each fd for input: what a held-back exit waits on.
+    std::unordered_map<int, int> input_fds;
 
     std::deque<pending_exit> pending;  // reaped, callback not run yet
     std::vector<int> draining_fds;     // see collect_draining_fds()
@@ -364,6 +366,7 @@ struct loop::impl {
         switch (s.k) {
             case kind::io:
                 items_dirty = true;
+                count_input(s, -1);
                 break;
             case kind::timer:
                 timers.erase(s.timer_pos);
@@ -411,7 +414,9 @@ struct loop::impl {
         if (s.k != kind::io)
             detail::throw_errno(EINVAL, "zreap::loop::modify(" + std::to_string(id) +
                                             "): not an fd or socket source");
+        count_input(s, -1);
         s.events = events;
+        count_input(s, +1);
         if (items_dirty)
             return;  // the rebuild takes the new events
         items[s.item_pos].events = events;
@@ -671,10 +676,28 @@ struct loop::impl {
     }
 
     bool polled_for_input(int fd) const noexcept {
-        for (const auto& [sid, s] : sources)
-            if (s.k == kind::io && s.fd == fd && s.socket == nullptr && (s.events & ZMQ_POLLIN))
-                return true;
-        return false;
+        auto it = input_fds.find(fd);
+        return it != input_fds.end() && it->second > 0;
+    }
+
+    // Adds @p delta to the count of sources polling @p s's fd for input, if it does.
+    void count_input(const source& s, int delta) {
+        if (s.socket || !(s.events & ZMQ_POLLIN))
+            return;
+        auto it = input_fds.emplace(s.fd, 0).first;
+        if ((it->second += delta) <= 0)
+            input_fds.erase(it);
+    }
+
+    source_id add_io(source s) {
+        items_dirty = true;
+        count_input(s, +1);
+        try {
+            return add(std::move(s));
+        } catch (...) {
+            count_input(s, -1);
+            throw;
+        }
     }
 
     int dispatch_timers(clock::time_point now) {
@@ -713,8 +736,9 @@ struct loop::impl {
                 continue;  // only a foreign-reaping backend does this
             source& s = sources.at(c->second);
             s.reaped = true;
+            // Only a pipe that a source reads can hold the exit back: no system call else.
             for (drain_fd& d : s.drain)
-                d.left = same_file(d) ? unread_bytes(d.fd) : 0;
+                d.left = polled_for_input(d.fd) && same_file(d) ? unread_bytes(d.fd) : 0;
             pending.push_back({c->second, st});
             children.erase(c);
             detail::release_pid(st.pid);
@@ -910,8 +934,7 @@ source_id loop::add_socket(void* zmq_socket, short events, std::function<void(sh
     s.socket = zmq_socket;
     s.events = events;
     s.io_cb = std::make_shared<std::function<void(short)>>(std::move(cb));
-    impl_->items_dirty = true;
-    return impl_->add(std::move(s));
+    return impl_->add_io(std::move(s));
 }
 
 source_id loop::add_fd(int fd, short events, std::function<void(short)> cb) {
@@ -923,8 +946,7 @@ source_id loop::add_fd(int fd, short events, std::function<void(short)> cb) {
     s.fd = fd;
     s.events = events;
     s.io_cb = std::make_shared<std::function<void(short)>>(std::move(cb));
-    impl_->items_dirty = true;
-    return impl_->add(std::move(s));
+    return impl_->add_io(std::move(s));
 }
 
 source_id loop::add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
