@@ -270,40 +270,42 @@ class io_uring_watcher final : public child_watcher {
         free_.push_back(i);  // capacity: one entry per slot
     }
 
-    // The WAITID of watched slot @p i completed with @p res.
+    // The WAITID of watched slot @p i completed with @p res. Whatever it says, the child's
+    // own waitid decides: with WNOWAIT the request reaped nothing, so the child is still
+    // there to ask.
+    //
+    // res 0 is the usual case: the child is a zombie now. The others come from the kernel
+    // ending a request itself. A request belongs to the thread that submitted it, and when
+    // that thread exits the kernel ends it: measured on 6.18 (tests/io_uring_test.cpp), with
+    // ECANCELED, EFAULT (writing the siginfo without the thread's memory; s.si itself is
+    // always valid) or ECHILD (the retry no longer runs as the children's parent). An ECHILD
+    // is also what a child reaped by other code gives (waitpid(-1) elsewhere, SIGCHLD set to
+    // SIG_IGN since), and the waitid below tells the two apart.
     void completed(std::uint32_t i, int res, std::vector<exit_status>& out) {
         slot& s = slots_[i];
-        if (res == 0 && s.si.si_pid == s.pid) {
-            // A zombie now (WNOWAIT left it one): reap it.
-            siginfo_t si{};
-            if (waitid_pid(s.pid, &si, WEXITED | WNOHANG) == 0 && si.si_pid == s.pid) {
+        siginfo_t si{};
+        if (waitid_pid(s.pid, &si, WEXITED | WNOHANG) == 0) {
+            if (si.si_pid == s.pid) {
                 out.push_back(exit_status::from_siginfo(si));  // first: may throw
                 forget(i);
                 return;
             }
-            if (errno != ECHILD) {
-                resubmit(i);
-                throw_errno("zreap io_uring backend: waitid(P_PID, " + std::to_string(s.pid) + ")");
-            }
-            res = -ECHILD;  // reaped by someone else in between
+            // Still running: wait for it again.
+            resubmit(i);
+            if (res == 0 || res == -ECHILD || res == -ECANCELED || res == -EINTR || res == -EFAULT)
+                return;
+            throw_errno(-res,
+                        "zreap io_uring backend: IORING_OP_WAITID(" + std::to_string(s.pid) + ")");
         }
-        if (res == -ECHILD) {
-            // Something else reaped our child (waitpid(-1) elsewhere, or SIGCHLD set to
-            // SIG_IGN since). Its status is gone; report that rather than nothing.
+        if (errno == ECHILD) {
+            // Something else reaped our child. Its status is gone; report that rather
+            // than nothing.
             out.push_back(exit_status::from_wait_status(s.pid, exit_status::unknown_raw));
             forget(i);
             return;
         }
-        if (res == 0 || res == -ECANCELED || res == -EINTR) {
-            // Not exited after all, or cancelled by the kernel rather than by us: the
-            // thread that submitted it has exited (a request belongs to the submitting
-            // thread), or the ring is being torn down. Ask again.
-            resubmit(i);
-            return;
-        }
         resubmit(i);
-        throw_errno(-res,
-                    "zreap io_uring backend: IORING_OP_WAITID(" + std::to_string(s.pid) + ")");
+        throw_errno("zreap io_uring backend: waitid(P_PID, " + std::to_string(s.pid) + ")");
     }
 
     void resubmit(std::uint32_t i) noexcept {
