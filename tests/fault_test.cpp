@@ -467,6 +467,16 @@ TEST_P(Fault, FdTableFullFailsClearlyAndKeepsServing) {
         }
         if (GetParam() == backend::pidfd) {
             EXPECT_FALSE(late_watched);
+            // The error names the limit, the children watched and the remedies.
+            try {
+                lp.watch_child(late, [](const exit_status&) {});
+                ADD_FAILURE() << "watched with the fd table full";
+            } catch (const std::system_error& e) {
+                const std::string what = e.what();
+                for (const char* part : {"RLIMIT_NOFILE soft limit of", "with 5 children watched",
+                                         "ulimit -n", "io_uring backend"})
+                    EXPECT_NE(what.find(part), std::string::npos) << part << " in: " << what;
+            }
         }
         // A new loop either starts without an fd or refuses with EMFILE, cleanly.
         try {

@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,6 +43,23 @@ int waitid_pidfd(int pidfd, siginfo_t* si, int options) noexcept {
     return rc;
 }
 
+// What an EMFILE from watch() says beyond the errno: the limit, how many children this loop
+// holds a pidfd for, and the ways out.
+std::string fd_limit_remedy(std::size_t watched) {
+    struct rlimit rl {};
+    const bool known = ::getrlimit(RLIMIT_NOFILE, &rl) == 0;
+    auto show = [known](rlim_t v) {
+        return known && v != RLIM_INFINITY ? std::to_string(v) : std::string("?");
+    };
+    return ": the fd table is full at the RLIMIT_NOFILE soft limit of " + show(rl.rlim_cur) +
+           " with " + std::to_string(watched) +
+           " children watched by this loop, one pidfd each. Raise the soft limit (ulimit -n, "
+           "setrlimit; the hard limit is " +
+           show(rl.rlim_max) +
+           "), or use the io_uring backend, which needs no fd per child but costs every exit "
+           "time in proportion to the children it watches (docs/backends/io_uring.md)";
+}
+
 class pidfd_watcher final : public child_watcher {
   public:
     pidfd_watcher() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
@@ -70,8 +88,11 @@ class pidfd_watcher final : public child_watcher {
             retired_.reserve(std::max(need, 2 * retired_.capacity()));
         entry e{unique_fd(pidfd >= 0 ? ::fcntl(pidfd, F_DUPFD_CLOEXEC, 3) : sys_pidfd_open(pid, 0)),
                 -1};
-        if (!e.fd)
-            throw_errno(what() + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open"));
+        if (!e.fd) {
+            const int err = errno;
+            throw_errno(err, what() + (pidfd >= 0 ? ": dup of pidfd" : ": pidfd_open") +
+                                 (err == EMFILE ? fd_limit_remedy(pidfds_.size()) : ""));
+        }
         if (pidfds_.size() < direct_count) {
             for (int i = 0; i < static_cast<int>(direct_count); ++i) {
                 if (direct_[i] < 0) {
