@@ -38,37 +38,11 @@
 
 #include "core/child_watcher.hpp"
 #include "core/error.hpp"
-#include "zreap_config.h"
+#include "waitid_sqe.hpp"
 
 namespace zreap::detail {
 
 namespace {
-
-// Fills @p sqe for an asynchronous waitid(P_PID, @p pid, @p si, @p options). The kernel
-// writes the siginfo to @p si when the request completes, so @p si must stay valid until
-// its completion has been read.
-void prep_waitid(io_uring_sqe* sqe, pid_t pid, siginfo_t* si, int options) noexcept {
-#if ZREAP_HAVE_IO_URING_PREP_WAITID
-    io_uring_prep_waitid(sqe, P_PID, static_cast<id_t>(pid), si, options, 0);
-#else
-    // liburing < 2.5 (Debian 12 has 2.3) and linux-libc-dev < 6.7 know no IORING_OP_WAITID.
-    // The kernel ABI (include/uapi/linux/io_uring.h, io_uring/waitid.c, Linux 6.7):
-    //   opcode     IORING_OP_WAITID = 50
-    //   fd         the id (here the pid)
-    //   len        the idtype (P_PID)
-    //   file_index the options (WEXITED, WNOWAIT, ...)
-    //   addr2      the siginfo_t the kernel fills in
-    //   rw_flags   waitid flags, none defined: 0
-    // and every other field 0, which io_uring_prep_rw() sets.
-    constexpr int op_waitid = 50;
-    io_uring_prep_rw(op_waitid, sqe, static_cast<int>(pid), nullptr, static_cast<unsigned>(P_PID),
-                     0);
-    sqe->file_index = static_cast<__u32>(options);
-    sqe->addr2 = reinterpret_cast<std::uintptr_t>(si);
-#endif
-}
-
-constexpr int op_waitid_number = 50;  // IORING_OP_WAITID, for the probe
 
 // A forked child inherits the loop object and the ring's shared mappings. Writing a
 // submission there would put it in the parent's ring, so a watcher notices that it is in
@@ -451,7 +425,7 @@ std::string problem() noexcept {
         }
         std::string why;
         if (io_uring_probe* p = io_uring_get_probe_ring(&ring)) {
-            if (!io_uring_opcode_supported(p, op_waitid_number))
+            if (!io_uring_opcode_supported(p, io_uring_op_waitid))
                 why = "the kernel has no IORING_OP_WAITID (Linux 6.7 or later)";
             io_uring_free_probe(p);
         } else {
