@@ -279,6 +279,16 @@ rlim_t ensure_limit(int resource, const char* name, rlim_t need) {
     return rl.rlim_cur;
 }
 
+// Live children started for a subject that then refused to watch them: the worker reaps
+// them itself at the end.
+std::vector<pid_t> unwatched_;
+
+void reap_unwatched() {
+    for (pid_t pid : unwatched_)
+        wait_pid(pid);
+    unwatched_.clear();
+}
+
 // Bytes of memory in use: this process's resident set plus the kernel's unreclaimable slab
 // (system-wide: it holds the kernel's side of a watch, a pidfd's struct file, an epoll
 // item, an io_uring request; and the live children's own task structs, which the floor's
@@ -301,18 +311,41 @@ double memory_in_use() {
 }
 
 // Starts live children until @p holders has @p k; false (with a note) if the subject refused
-// one, e.g. with EMFILE.
+// one, e.g. with EMFILE. Where the subject can watch a child it did not start, the new ones
+// are started first and then watched in one go, and the memory that watching them took is
+// emitted as @p mem_key (bytes per child; "" for none).
 bool start_holders(runner* r, const fd_pair& gate, const std::string& helper, int k,
-                   std::vector<pid_t>& holders, int& reaped, const std::string& key) {
+                   std::vector<pid_t>& holders, int& reaped, const std::string& key,
+                   const std::string& mem_key = "") {
+    const std::size_t first = holders.size();
+    const bool batch = r && r->can_watch_foreign_pid();
     while (static_cast<int>(holders.size()) < k) {
         try {
-            holders.push_back(start_holder(r, gate, helper, [&reaped] { ++reaped; }));
+            holders.push_back(batch ? start_holder(nullptr, gate, helper, nullptr)
+                                    : start_holder(r, gate, helper, [&reaped] { ++reaped; }));
         } catch (const std::exception& e) {
             note(key + ": refused at " + std::to_string(holders.size()) +
                  " live children: " + e.what());
             return false;
         }
     }
+    if (!batch)
+        return true;
+    const double mem0 = memory_in_use();
+    for (std::size_t i = first; i < holders.size(); ++i) {
+        try {
+            r->watch(holders[i], [&reaped] { ++reaped; });
+        } catch (const std::exception& e) {
+            note(key + ": refused at " + std::to_string(i) + " watched children: " + e.what());
+            // The rest are not watched: reaped here once the gate opens.
+            for (std::size_t j = i; j < holders.size(); ++j)
+                unwatched_.push_back(holders[j]);
+            holders.resize(i);
+            return false;
+        }
+    }
+    if (!mem_key.empty() && holders.size() > first)
+        emit(mem_key, (memory_in_use() - mem0) / static_cast<double>(holders.size() - first));
     return true;
 }
 
@@ -324,7 +357,6 @@ void scale(runner* r, const params& p, const std::string& helper) {
     fd_pair gate;
     int reaped = 0;
     std::vector<pid_t> holders;
-    const double mem0 = memory_in_use();
     for (int k : ks) {
         const std::string key = "scale_" + std::to_string(k);
         // A pidfd per live child, plus what the loop and zmq hold.
@@ -334,12 +366,11 @@ void scale(runner* r, const params& p, const std::string& helper) {
             note(key + ": skipped, RLIMIT_NPROC hard limit " + std::to_string(procs) + " too low");
             break;
         }
-        if (!start_holders(r, gate, helper, k, holders, reaped, key))
+        // Memory per watch, from 1000 up (below that the noise of the rest of the machine
+        // is larger than what is measured).
+        if (!start_holders(r, gate, helper, k, holders, reaped, key,
+                           k >= 1000 ? "mem_" + std::to_string(k) : ""))
             break;
-        // Memory per live child, from 1000 up (below that the noise of the rest of the
-        // machine is larger than what is measured).
-        if (k >= 1000)
-            emit("mem_" + std::to_string(k), (memory_in_use() - mem0) / k);
         fd_pair stamp;
         for (int i = 0; i < warmup_samples + p.scale_samples; ++i) {
             std::int64_t v = exec_latency(r, stamp, helper, p.delay_us);
@@ -355,6 +386,7 @@ void scale(runner* r, const params& p, const std::string& helper) {
         const int n = static_cast<int>(holders.size());
         r->run_until([&] { return reaped == n; });
     }
+    reap_unwatched();
 }
 
 // The crowd: p.crowd live children watched under a soft RLIMIT_NOFILE of p.crowd_nofile (what
@@ -397,6 +429,7 @@ void crowd(runner* r, const params& p, const std::string& helper) {
     }
     emit("crowd_reap_time", static_cast<double>(now_ns() - t0));
     emit("crowd_lost", static_cast<double>(static_cast<int>(holders.size()) - reaped));
+    reap_unwatched();
 }
 
 void idle(runner* r, const params& p, const std::string& helper) {

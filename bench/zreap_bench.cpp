@@ -118,9 +118,9 @@ key_info describe(const std::string& key, const params& p) {
                     " other children alive and watched",
                 "us", 1e3, true};
     if (key.rfind("mem_", 0) == 0)
-        return {"memory per live child with " + key.substr(4) +
-                    " alive and watched: subject's RSS + kernel unreclaimable slab (the "
-                    "floor's figure is the children alone)",
+        return {"memory per watched child, watching the children up to " + key.substr(4) +
+                    ": the subject's RSS + the kernel's unreclaimable slab, before and after "
+                    "watching them",
                 "B", 1, false};
     const std::string crowd = std::to_string(p.crowd) + " live children, soft RLIMIT_NOFILE " +
                               std::to_string(p.crowd_nofile);
