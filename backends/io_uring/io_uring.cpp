@@ -61,6 +61,23 @@ void register_fork_counter() {
     });
 }
 
+// Debian's liburing maps and unmaps the rings with its own system call stubs, which
+// ThreadSanitizer does not see. A ring mapped where another thread's unmapped ring was would
+// inherit that ring's memory history, and its first use would be reported as a race with
+// the other thread. The kernel orders the unmap before the new map; this counter makes that
+// order visible: a release when a ring goes, an acquire when one comes. One atomic
+// operation per ring set up or torn down.
+std::atomic<unsigned> rings_unmapped{0};
+
+void ring_mapped() noexcept {
+    (void)rings_unmapped.load(std::memory_order_acquire);
+}
+
+void unmap_ring(io_uring& ring) noexcept {
+    rings_unmapped.fetch_add(1, std::memory_order_release);
+    io_uring_queue_exit(&ring);
+}
+
 int waitid_pid(pid_t pid, siginfo_t* si, int options) noexcept {
     int rc;
     while ((rc = ::waitid(P_PID, static_cast<id_t>(pid), si, options)) < 0 && errno == EINTR) {
@@ -87,6 +104,7 @@ class io_uring_watcher final : public child_watcher {
         p.cq_entries = cq_entries;
         if (int rc = io_uring_queue_init_params(sq_entries, &ring_, &p); rc < 0)
             throw_errno(-rc, "zreap io_uring backend: io_uring_setup");
+        ring_mapped();
         forks_at_start_ = forks.load(std::memory_order_relaxed);
     }
 
@@ -95,7 +113,7 @@ class io_uring_watcher final : public child_watcher {
             drain_before_exit();
         // In a forked child this only unmaps and closes this process's copy; the parent's
         // ring and requests are untouched.
-        io_uring_queue_exit(&ring_);
+        unmap_ring(ring_);
     }
 
     int wake_fd() const noexcept override { return ring_.ring_fd; }
@@ -423,6 +441,7 @@ std::string problem() noexcept {
             }
             return why;
         }
+        ring_mapped();
         std::string why;
         if (io_uring_probe* p = io_uring_get_probe_ring(&ring)) {
             if (!io_uring_opcode_supported(p, io_uring_op_waitid))
@@ -446,7 +465,7 @@ std::string problem() noexcept {
             else if (io_uring_peek_cqe(&ring, &cqe) != 0 || cqe->res != -ECHILD)
                 why = "IORING_OP_WAITID did not work as expected";
         }
-        io_uring_queue_exit(&ring);
+        unmap_ring(ring);
         return why;
     } catch (...) {
         return "out of memory";
