@@ -121,7 +121,8 @@ class io_uring_watcher final : public child_watcher {
     // @p exited needs nothing special: a WAITID for a child that is a zombie already
     // completes as it is submitted, before the poll.
     void watch(pid_t pid, int, bool) override {
-        require_same_process("watch_child(" + std::to_string(pid) + ")");
+        if (forked())
+            refuse_in_fork("watch_child(" + std::to_string(pid) + ")");
         // Room for this child's cancellation and submission, so that unwatch() and reap()
         // never allocate.
         reserve(to_submit_, to_submit_.size() + 1);
@@ -179,7 +180,8 @@ class io_uring_watcher final : public child_watcher {
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
         if (!r.woken && !more_)
             return false;
-        require_same_process("reap");
+        if (forked())
+            refuse_in_fork("reap");
         const std::size_t limit = out.size() + max;
         // Every watched child may have to be submitted again (resubmit() never allocates).
         reserve(to_submit_, to_submit_.size() + by_pid_.size());
@@ -249,11 +251,10 @@ class io_uring_watcher final : public child_watcher {
         return forks.load(std::memory_order_relaxed) != forks_at_start_;
     }
 
-    void require_same_process(const std::string& what) const {
-        if (forked())
-            throw_errno(EPERM, "zreap io_uring backend: " + what +
-                                   ": this loop belongs to the process that made it, not to a "
-                                   "child forked from it; make a new loop in the child");
+    [[noreturn]] static void refuse_in_fork(const std::string& what) {
+        throw_errno(EPERM, "zreap io_uring backend: " + what +
+                               ": this loop belongs to the process that made it, not to a "
+                               "child forked from it; make a new loop in the child");
     }
 
     void release(slot& s, std::uint32_t i) noexcept {
