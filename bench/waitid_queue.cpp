@@ -5,9 +5,13 @@
 // blocking waitpid on it (a fork child that sleeps 1 ms, stamps and exits) is measured with
 // no request pending and with K WAITIDs pending on the K live children, in alternating
 // blocks of ten samples; then the time for all K to be reported once they are released.
+// First, the io_uring backend's choice between reaping in the WAITID and WNOWAIT plus a
+// waitid of its own: exit -> reaped, through the ring fd and poll, both ways, against a
+// blocking waitpid, interleaved sample by sample.
 // Usage: zreap-waitid-queue [samples per case, default 100] [K,K,... default 0,1000,4000,10000]
 
 #include <liburing.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -43,13 +47,18 @@ double percentile_us(std::vector<double> v, double q) {
 
 volatile std::int64_t* shm;
 
+void submit_all(io_uring& ring) {
+    while (io_uring_submit(&ring) == -EINTR) {
+    }
+}
+
 void wait_for(pid_t pid) {
     int st;
     while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
 }
 
-double one_exit() {
+pid_t stamping_child() {
     *shm = 0;
     pid_t p = ::fork();
     if (p < 0) {
@@ -62,13 +71,36 @@ double one_exit() {
         *shm = now_ns();
         ::_exit(0);
     }
-    wait_for(p);
+    return p;
+}
+
+double one_exit() {
+    wait_for(stamping_child());
     return static_cast<double>(now_ns() - *shm);
 }
 
-void submit_all(io_uring& ring) {
-    while (io_uring_submit(&ring) == -EINTR) {
+// One exit noticed through @p ring: a WAITID with @p options, poll on the ring fd, the
+// completion read, and with WNOWAIT the reaping waitid.
+double one_exit_through(io_uring& ring, int options) {
+    const pid_t p = stamping_child();
+    siginfo_t si{};
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    zreap::detail::prep_waitid(sqe, p, &si, options);
+    io_uring_sqe_set_data64(sqe, 1);
+    submit_all(ring);
+    pollfd pfd{ring.ring_fd, POLLIN, 0};
+    while (::poll(&pfd, 1, -1) < 0 && errno == EINTR) {
     }
+    io_uring_cqe* cqe;
+    while (io_uring_peek_cqe(&ring, &cqe) == 0)
+        io_uring_cqe_seen(&ring, cqe);
+    if (options & WNOWAIT) {
+        siginfo_t reaped{};
+        while (::waitid(P_PID, static_cast<id_t>(p), &reaped, WEXITED | WNOHANG) < 0 &&
+               errno == EINTR) {
+        }
+    }
+    return static_cast<double>(now_ns() - *shm);
 }
 
 // Submits a WNOWAIT WAITID for every pid in @p live (their siginfos in @p si).
@@ -137,6 +169,30 @@ int main(int argc, char** argv) {
     if (int rc = io_uring_queue_init_params(128, &ring, &params); rc < 0) {
         std::fprintf(stderr, "io_uring_setup: %d\n", rc);
         return 1;
+    }
+    {
+        std::vector<double> floor, nowait, reaping;
+        for (int i = 0; i < n; ++i) {
+            for (int j = 0; j < 3; ++j) {  // rotated, so that no kind always goes first
+                switch ((i + j) % 3) {
+                    case 0:
+                        floor.push_back(one_exit());
+                        break;
+                    case 1:
+                        nowait.push_back(one_exit_through(ring, WEXITED | WNOWAIT));
+                        break;
+                    default:
+                        reaping.push_back(one_exit_through(ring, WEXITED));
+                        break;
+                }
+            }
+        }
+        const double f = percentile_us(floor, 0.5);
+        std::printf(
+            "exit -> reaped, p50: blocking waitpid %.1f us | WAITID with WNOWAIT + waitid "
+            "%.1f us (%.3fx) | WAITID that reaps %.1f us (%.3fx)\n\n",
+            f, percentile_us(nowait, 0.5), percentile_us(nowait, 0.5) / f,
+            percentile_us(reaping, 0.5), percentile_us(reaping, 0.5) / f);
     }
     std::printf("%6s  %-28s  %-28s  %s\n", "K", "no WAITID: p50 / p99 us",
                 "K WAITIDs: p50 / p99 us", "all K released: reported after ms");
