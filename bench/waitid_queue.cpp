@@ -28,14 +28,9 @@
 #include <vector>
 
 #include "backends/io_uring/waitid_sqe.hpp"
+#include "probe_children.hpp"
 
 namespace {
-
-std::int64_t now_ns() {
-    timespec t;
-    ::clock_gettime(CLOCK_MONOTONIC, &t);
-    return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
-}
 
 double percentile_us(std::vector<double> v, double q) {
     if (v.empty())
@@ -58,31 +53,15 @@ void wait_for(pid_t pid) {
     }
 }
 
-pid_t stamping_child() {
-    *shm = 0;
-    pid_t p = ::fork();
-    if (p < 0) {
-        std::perror("fork");
-        std::exit(1);
-    }
-    if (p == 0) {
-        timespec d{0, 1'000'000};
-        ::nanosleep(&d, nullptr);
-        *shm = now_ns();
-        ::_exit(0);
-    }
-    return p;
-}
-
 double one_exit() {
-    wait_for(stamping_child());
-    return static_cast<double>(now_ns() - *shm);
+    wait_for(probe::stamping_child(shm));
+    return static_cast<double>(probe::now_ns() - *shm);
 }
 
 // One exit noticed through @p ring: a WAITID with @p options, poll on the ring fd, the
 // completion read, and with WNOWAIT the reaping waitid.
 double one_exit_through(io_uring& ring, int options) {
-    const pid_t p = stamping_child();
+    const pid_t p = probe::stamping_child(shm);
     siginfo_t si{};
     io_uring_sqe* sqe = io_uring_get_sqe(&ring);
     zreap::detail::prep_waitid(sqe, p, &si, options);
@@ -100,7 +79,7 @@ double one_exit_through(io_uring& ring, int options) {
                errno == EINTR) {
         }
     }
-    return static_cast<double>(now_ns() - *shm);
+    return static_cast<double>(probe::now_ns() - *shm);
 }
 
 // Submits a WNOWAIT WAITID for every pid in @p live (their siginfos in @p si).
@@ -200,23 +179,7 @@ int main(int argc, char** argv) {
         int gate[2];
         if (::pipe2(gate, O_CLOEXEC) != 0)
             return 1;
-        std::vector<pid_t> live;
-        for (int j = 0; j < k; ++j) {
-            pid_t p = ::fork();
-            if (p < 0) {
-                std::perror("fork of a live child");
-                break;
-            }
-            if (p == 0) {
-                ::dup2(gate[0], 0);
-                ::close_range(1, ~0U, 0);
-                char c;
-                while (::read(0, &c, 1) < 0 && errno == EINTR) {
-                }
-                ::_exit(0);
-            }
-            live.push_back(p);
-        }
+        const std::vector<pid_t> live = probe::gated_children(k, gate[0]);
         ::close(gate[0]);
         std::deque<siginfo_t> si(live.size());
         std::vector<double> bare, queued;
@@ -232,7 +195,7 @@ int main(int argc, char** argv) {
         // Every live child released at once, each with its WAITID pending: until the last
         // completion has arrived and its child is reaped.
         arm(ring, live, si);
-        const std::int64_t t0 = now_ns();
+        const std::int64_t t0 = probe::now_ns();
         ::close(gate[1]);
         std::size_t done = 0;
         while (done < live.size()) {
@@ -246,7 +209,7 @@ int main(int argc, char** argv) {
             io_uring_cqe_seen(&ring, cqe);
             ++done;
         }
-        const double release_ms = static_cast<double>(now_ns() - t0) / 1e6;
+        const double release_ms = static_cast<double>(probe::now_ns() - t0) / 1e6;
         std::printf("%6zu  %8.1f / %-17.1f  %8.1f / %-17.1f  %.1f\n", live.size(),
                     percentile_us(bare, 0.5), percentile_us(bare, 0.99), percentile_us(queued, 0.5),
                     percentile_us(queued, 0.99), release_ms);
