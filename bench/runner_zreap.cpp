@@ -115,7 +115,9 @@ class zreap_runner final : public runner {
 }  // namespace
 
 std::unique_ptr<runner> make_zreap_runner(const std::string& backend_name) {
-    auto b = zreap::backend_from_string(backend_name);
+    // "default": what zreap::loop{} uses (ZREAP_BACKEND, else the build's default).
+    auto b = backend_name == "default" ? zreap::default_backend()
+                                       : zreap::backend_from_string(backend_name);
     if (!b)
         throw std::runtime_error("unknown zreap backend " + backend_name);
     return std::make_unique<zreap_runner>(*b);

@@ -255,19 +255,98 @@ void throughput(runner* r, const params& p, const std::string& helper) {
          (ns(ru1.ru_utime) + ns(ru1.ru_stime) - ns(ru0.ru_utime) - ns(ru0.ru_stime)) / total);
 }
 
-// Raises a soft limit to its hard limit when @p need exceeds it; returns the limit now.
+// Raises a soft limit to @p need when it is lower, and the hard limit too where the process
+// may (root: CAP_SYS_RESOURCE); returns the soft limit now.
 rlim_t ensure_limit(int resource, const char* name, rlim_t need) {
     rlimit rl{};
     ::getrlimit(resource, &rl);
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
         rlim_t old = rl.rlim_cur;
-        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? need : std::min<rlim_t>(rl.rlim_max, need);
-        if (::setrlimit(resource, &rl) == 0)
+        rlimit want = rl;
+        want.rlim_cur = need;
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+            want.rlim_max = need;
+        if (::setrlimit(resource, &want) != 0 && rl.rlim_cur < rl.rlim_max) {
+            want = rl;
+            want.rlim_cur = rl.rlim_max == RLIM_INFINITY ? need : std::min(rl.rlim_max, need);
+            ::setrlimit(resource, &want);
+        }
+        ::getrlimit(resource, &rl);
+        if (rl.rlim_cur != old)
             note(std::string(name) + " soft limit raised from " + std::to_string(old) + " to " +
                  std::to_string(rl.rlim_cur));
-        ::getrlimit(resource, &rl);
     }
     return rl.rlim_cur;
+}
+
+// Live children started for a subject that then refused to watch them: the worker reaps
+// them itself at the end.
+std::vector<pid_t> unwatched_;
+
+void reap_unwatched() {
+    for (pid_t pid : unwatched_)
+        wait_pid(pid);
+    unwatched_.clear();
+}
+
+// Bytes of memory in use: this process's resident set plus the kernel's unreclaimable slab
+// (system-wide: it holds the kernel's side of a watch, a pidfd's struct file, an epoll
+// item, an io_uring request; and the live children's own task structs, which the floor's
+// figure has too).
+double memory_in_use() {
+    auto field = [](const char* path, const char* name) -> double {
+        std::FILE* f = std::fopen(path, "re");
+        if (!f)
+            return 0;
+        char line[256];
+        double kib = 0;
+        const std::size_t n = std::strlen(name);
+        while (std::fgets(line, sizeof line, f))
+            if (std::strncmp(line, name, n) == 0)
+                kib = std::atof(line + n);
+        std::fclose(f);
+        return kib * 1024;
+    };
+    return field("/proc/self/status", "VmRSS:") + field("/proc/meminfo", "SUnreclaim:");
+}
+
+// Starts live children until @p holders has @p k; false (with a note) if the subject refused
+// one, e.g. with EMFILE. Where the subject can watch a child it did not start, the new ones
+// are started first and then watched in one go, and the memory that watching them took is
+// emitted as @p mem_key (bytes per child; "" for none).
+bool start_holders(runner* r, const fd_pair& gate, const std::string& helper, int k,
+                   std::vector<pid_t>& holders, int& reaped, const std::string& key,
+                   const std::string& mem_key = "") {
+    const std::size_t first = holders.size();
+    const bool batch = r && r->can_watch_foreign_pid();
+    while (static_cast<int>(holders.size()) < k) {
+        try {
+            holders.push_back(batch ? start_holder(nullptr, gate, helper, nullptr)
+                                    : start_holder(r, gate, helper, [&reaped] { ++reaped; }));
+        } catch (const std::exception& e) {
+            note(key + ": refused at " + std::to_string(holders.size()) +
+                 " live children: " + e.what());
+            return false;
+        }
+    }
+    if (!batch)
+        return true;
+    const double mem0 = memory_in_use();
+    for (std::size_t i = first; i < holders.size(); ++i) {
+        try {
+            r->watch(holders[i], [&reaped] { ++reaped; });
+        } catch (const std::exception& e) {
+            note(key + ": refused at " + std::to_string(i) + " watched children: " + e.what());
+            // The rest are not watched: reaped here once the gate opens.
+            for (std::size_t j = i; j < holders.size(); ++j)
+                unwatched_.push_back(holders[j]);
+            holders.resize(i);
+            return false;
+        }
+    }
+    if (!mem_key.empty() && holders.size() > first)
+        emit(mem_key, (memory_in_use() - mem0) / static_cast<double>(holders.size() - first));
+    return true;
 }
 
 void scale(runner* r, const params& p, const std::string& helper) {
@@ -280,19 +359,18 @@ void scale(runner* r, const params& p, const std::string& helper) {
     std::vector<pid_t> holders;
     for (int k : ks) {
         const std::string key = "scale_" + std::to_string(k);
-        // A pidfd (or two) per live child, plus what the loop and zmq hold.
-        rlim_t fds = ensure_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", static_cast<rlim_t>(2 * k + 256));
+        // A pidfd per live child, plus what the loop and zmq hold.
+        ensure_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", static_cast<rlim_t>(k + 256));
         rlim_t procs = ensure_limit(RLIMIT_NPROC, "RLIMIT_NPROC", static_cast<rlim_t>(k + 512));
-        if (fds != RLIM_INFINITY && fds < static_cast<rlim_t>(k + 128)) {
-            note(key + ": skipped, RLIMIT_NOFILE hard limit " + std::to_string(fds) + " too low");
-            break;
-        }
         if (procs != RLIM_INFINITY && procs < static_cast<rlim_t>(k + 128)) {
             note(key + ": skipped, RLIMIT_NPROC hard limit " + std::to_string(procs) + " too low");
             break;
         }
-        while (static_cast<int>(holders.size()) < k)
-            holders.push_back(start_holder(r, gate, helper, [&] { ++reaped; }));
+        // Memory per watch, from 1000 up (below that the noise of the rest of the machine
+        // is larger than what is measured).
+        if (!start_holders(r, gate, helper, k, holders, reaped, key,
+                           k >= 1000 ? "mem_" + std::to_string(k) : ""))
+            break;
         fd_pair stamp;
         for (int i = 0; i < warmup_samples + p.scale_samples; ++i) {
             std::int64_t v = exec_latency(r, stamp, helper, p.delay_us);
@@ -308,6 +386,50 @@ void scale(runner* r, const params& p, const std::string& helper) {
         const int n = static_cast<int>(holders.size());
         r->run_until([&] { return reaped == n; });
     }
+    reap_unwatched();
+}
+
+// The crowd: p.crowd live children watched under a soft RLIMIT_NOFILE of p.crowd_nofile (what
+// login shells and systemd services get), exit -> notice meanwhile, then every one released
+// at once. Counts the children the subject refused to watch and the exits it reported; a
+// lost exit leaves the worker waiting until the driver kills it, which is reported.
+void crowd(runner* r, const params& p, const std::string& helper) {
+    rlimit rl{};
+    ::getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = static_cast<rlim_t>(p.crowd_nofile);
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        fail("setrlimit(RLIMIT_NOFILE)");
+    ensure_limit(RLIMIT_NPROC, "RLIMIT_NPROC", static_cast<rlim_t>(p.crowd + 512));
+    fd_pair gate;
+    int reaped = 0;
+    std::vector<pid_t> holders;
+    const bool all = start_holders(r, gate, helper, p.crowd, holders, reaped, "crowd");
+    emit("crowd_watched", static_cast<double>(holders.size()));
+    emit("crowd_refused",
+         all ? 0.0 : static_cast<double>(p.crowd - static_cast<int>(holders.size())));
+    try {
+        fd_pair stamp;
+        for (int i = 0; i < warmup_samples + p.scale_samples; ++i) {
+            std::int64_t v = exec_latency(r, stamp, helper, p.delay_us);
+            if (i >= warmup_samples)
+                emit("crowd_lat", static_cast<double>(v));
+        }
+    } catch (const std::exception& e) {
+        note(std::string("crowd: no latency samples: ") + e.what());
+    }
+    const std::int64_t t0 = now_ns();
+    gate.close_write();
+    if (!r) {
+        for (pid_t pid : holders)
+            wait_pid(pid);
+        reaped = static_cast<int>(holders.size());
+    } else {
+        const int n = static_cast<int>(holders.size());
+        r->run_until([&] { return reaped == n; });
+    }
+    emit("crowd_reap_time", static_cast<double>(now_ns() - t0));
+    emit("crowd_lost", static_cast<double>(static_cast<int>(holders.size()) - reaped));
+    reap_unwatched();
 }
 
 void idle(runner* r, const params& p, const std::string& helper) {
@@ -474,6 +596,8 @@ constexpr int_param int_params[] = {
     {"throughput_children", &params::throughput_children},
     {"in_flight", &params::in_flight},
     {"scale_samples", &params::scale_samples},
+    {"crowd", &params::crowd},
+    {"crowd_nofile", &params::crowd_nofile},
     {"idle_ms", &params::idle_ms},
     {"load_children", &params::load_children},
     {"load_warmup", &params::load_warmup},
@@ -548,6 +672,10 @@ int run_worker(const std::string& subject, const std::string& scenario, const pa
         idle(r.get(), p, helper);
     else if (scenario == "load")
         load(r, p, helper);
+    else if (scenario == "crowd" && subject != "floor" && subject.rfind("zreap:", 0) != 0)
+        note("crowd: zreap's backends only (and the floor)");
+    else if (scenario == "crowd")
+        crowd(r.get(), p, helper);
     else
         throw std::runtime_error("unknown scenario " + scenario);
     std::fflush(stdout);

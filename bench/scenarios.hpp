@@ -20,6 +20,8 @@ struct params {
     int idle_ms = 1000;              // how long the idle row watches one live child
     int load_children = 1000;        // children exiting during the REQ/REP row
     int load_warmup = 300;           // round trips measured before the storm
+    int crowd = 20000;               // live children of the crowd row
+    int crowd_nofile = 1024;         // the soft RLIMIT_NOFILE the crowd row runs under
 
     std::vector<std::string> to_args() const;
     static params from_args(const std::vector<std::string>& args);
@@ -28,7 +30,8 @@ struct params {
 /// "1,100,1000" -> {1, 100, 1000}; empty items are skipped. Throws on a non-number.
 std::vector<int> parse_ints(const std::string& s);
 
-/// Every scenario, in the order the driver runs them.
+/// Every scenario, in the order the driver runs them. "crowd" is not among them: it runs
+/// only when asked for (zreap-bench --crowd, or --scenarios crowd).
 const std::vector<std::string>& scenario_names();
 
 /// Runs @p scenario for @p subject ("floor" or a runner subject) in this process, prints

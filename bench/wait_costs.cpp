@@ -17,6 +17,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "probe_children.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
@@ -26,12 +28,6 @@
 
 namespace {
 
-std::int64_t now_ns() {
-    timespec t;
-    ::clock_gettime(CLOCK_MONOTONIC, &t);
-    return static_cast<std::int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
-}
-
 double median_us(std::vector<double> v) {
     if (v.empty())
         return 0;
@@ -40,23 +36,6 @@ double median_us(std::vector<double> v) {
 }
 
 volatile std::int64_t* shm;
-
-// A child that sleeps 1 ms (so the parent is waiting), stamps, and exits.
-pid_t stamping_child() {
-    *shm = 0;
-    pid_t p = ::fork();
-    if (p < 0) {
-        std::perror("fork");
-        std::exit(1);
-    }
-    if (p == 0) {
-        timespec d{0, 1'000'000};
-        ::nanosleep(&d, nullptr);
-        *shm = now_ns();
-        ::_exit(0);
-    }
-    return p;
-}
 
 }  // namespace
 
@@ -70,7 +49,7 @@ int main(int argc, char** argv) {
     std::vector<double> waitpid_us, poll_pidfd, poll_epoll, zmq_poll_epoll, after_wake;
     for (int i = 0; i < 4 * n; ++i) {
         const int kind = i % 4;  // interleaved, so that the machine's noise hits all alike
-        pid_t pid = stamping_child();
+        pid_t pid = probe::stamping_child(shm);
         int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
         int ep = ::epoll_create1(EPOLL_CLOEXEC);
         epoll_event ev{};
@@ -80,29 +59,29 @@ int main(int argc, char** argv) {
             int st;
             while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
             }
-            waitpid_us.push_back(static_cast<double>(now_ns() - *shm));
+            waitpid_us.push_back(static_cast<double>(probe::now_ns() - *shm));
         } else {
             if (kind == 1) {
                 pollfd p{pidfd, POLLIN, 0};
                 ::poll(&p, 1, -1);
-                poll_pidfd.push_back(static_cast<double>(now_ns() - *shm));
+                poll_pidfd.push_back(static_cast<double>(probe::now_ns() - *shm));
             } else if (kind == 2) {
                 pollfd p{ep, POLLIN, 0};
                 ::poll(&p, 1, -1);
-                poll_epoll.push_back(static_cast<double>(now_ns() - *shm));
+                poll_epoll.push_back(static_cast<double>(probe::now_ns() - *shm));
             } else {
                 zmq_pollitem_t item{nullptr, ep, ZMQ_POLLIN, 0};
                 zmq_poll(&item, 1, -1);
-                zmq_poll_epoll.push_back(static_cast<double>(now_ns() - *shm));
+                zmq_poll_epoll.push_back(static_cast<double>(probe::now_ns() - *shm));
             }
-            std::int64_t t0 = now_ns();
+            std::int64_t t0 = probe::now_ns();
             epoll_event out[64];
             ::epoll_wait(ep, out, 64, 0);
             siginfo_t si{};
             ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &si,
                      WEXITED | WNOHANG);
             ::epoll_ctl(ep, EPOLL_CTL_DEL, pidfd, nullptr);
-            after_wake.push_back(static_cast<double>(now_ns() - t0));
+            after_wake.push_back(static_cast<double>(probe::now_ns() - t0));
         }
         ::close(pidfd);
         ::close(ep);
@@ -119,33 +98,17 @@ int main(int argc, char** argv) {
         int gate[2];
         if (::pipe2(gate, O_CLOEXEC) != 0)
             return 1;
-        std::vector<pid_t> live;
-        for (int j = 0; j < k; ++j) {
-            pid_t p = ::fork();
-            if (p < 0) {
-                std::perror("fork of a live child");
-                break;
-            }
-            if (p == 0) {
-                ::dup2(gate[0], 0);
-                ::close_range(1, ~0U, 0);
-                char c;
-                while (::read(0, &c, 1) < 0 && errno == EINTR) {
-                }
-                ::_exit(0);
-            }
-            live.push_back(p);
-        }
+        const std::vector<pid_t> live = probe::gated_children(k, gate[0]);
         ::close(gate[0]);
         std::vector<double> all, one;
         for (int i = 0; i < 200 && !live.empty(); ++i) {
             siginfo_t si{};
-            std::int64_t t0 = now_ns();
+            std::int64_t t0 = probe::now_ns();
             ::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT);
-            std::int64_t t1 = now_ns();
+            std::int64_t t1 = probe::now_ns();
             ::waitid(P_PID, static_cast<id_t>(live[static_cast<size_t>(i) % live.size()]), &si,
                      WEXITED | WNOHANG | WNOWAIT);
-            std::int64_t t2 = now_ns();
+            std::int64_t t2 = probe::now_ns();
             all.push_back(static_cast<double>(t1 - t0));
             one.push_back(static_cast<double>(t2 - t1));
         }

@@ -117,6 +117,24 @@ key_info describe(const std::string& key, const params& p) {
         return {"exit -> notice (exec child) with " + key.substr(6) +
                     " other children alive and watched",
                 "us", 1e3, true};
+    if (key.rfind("mem_", 0) == 0)
+        return {"memory per watched child, watching the children up to " + key.substr(4) +
+                    ": the subject's RSS + the kernel's unreclaimable slab, before and after "
+                    "watching them",
+                "B", 1, false};
+    const std::string crowd = std::to_string(p.crowd) + " live children, soft RLIMIT_NOFILE " +
+                              std::to_string(p.crowd_nofile);
+    if (key == "crowd_watched")
+        return {"crowd (" + crowd + "): children watched", "", 1, false};
+    if (key == "crowd_refused")
+        return {"crowd: children the subject refused to watch", "", 1, false};
+    if (key == "crowd_lat")
+        return {"crowd: exit -> notice (exec child) among them", "us", 1e3, true};
+    if (key == "crowd_reap_time")
+        return {"crowd: time until every watched exit was reported, all released at once", "ms",
+                1e6, true};
+    if (key == "crowd_lost")
+        return {"crowd: watched exits not reported", "", 1, false};
     if (key == "idle_wps")
         return {"idle: wakeups per second, one live child, no timers (thread context switches)",
                 "/s", 1, false};
@@ -187,10 +205,16 @@ stats compute(std::vector<double> v) {
 void sort_keys(std::vector<std::string>& keys) {
     auto rank = [](const std::string& k) -> std::pair<int, int> {
         static const std::vector<std::string> order{
-            "lat_fork", "lat_exec",   "tput",       "tput_cpu",   "scale_",
-            "idle_wps", "idle_polls", "load_quiet", "load_storm", "load_storm_time"};
+            "lat_fork",      "lat_exec",        "tput",
+            "tput_cpu",      "scale_",          "mem_",
+            "idle_wps",      "idle_polls",      "load_quiet",
+            "load_storm",    "load_storm_time", "crowd_watched",
+            "crowd_refused", "crowd_lat",       "crowd_reap_time",
+            "crowd_lost"};
         if (k.rfind("scale_", 0) == 0)
             return {4, std::stoi(k.substr(6))};
+        if (k.rfind("mem_", 0) == 0)
+            return {5, std::stoi(k.substr(4))};
         // A paired floor right after its own row.
         const bool paired = k.rfind("pf_", 0) == 0;
         auto it = std::find(order.begin(), order.end(), paired ? k.substr(3) : k);
@@ -543,6 +567,9 @@ libraries' own loops (libuv, libev, GLib, sd-event, those found at configure tim
 measurement in a worker process of its own, subjects interleaved round by round.
 
   --all            the whole comparison (default; a few minutes)
+  --crowd          1000, 10,000 and 20,000 live children (latency, memory per child) and the
+                   crowd row: 20,000 watched under a soft RLIMIT_NOFILE of 1024 (10-20 min);
+                   add --subjects floor,zreap:default,zreap:io_uring for the crowd alone
   --quick          fewer samples, K up to 1000 (under a minute)
   --smoke          a few samples of everything: checks that the harness runs
   --out DIR        where the CSV files, plot data and SVG plots go (default bench-out)
@@ -552,6 +579,7 @@ measurement in a worker process of its own, subjects interleaved round by round.
   --samples N      latency samples per subject and round
   --throughput-children N, --in-flight N
   --live LIST      numbers of live children for the scaling rows (default 1,100,1000,4096)
+  --crowd-children N, --crowd-nofile N   the crowd row's children and soft RLIMIT_NOFILE
   --load-children N
   --no-plots       skip gnuplot
 )";
@@ -587,7 +615,7 @@ int main(int argc, char** argv) {
                     throw std::runtime_error(a + " needs a value");
                 return args[++i];
             };
-            if (a == "--all" || a == "--quick" || a == "--smoke")
+            if (a == "--all" || a == "--quick" || a == "--smoke" || a == "--crowd")
                 opt.mode = a.substr(2);
             else if (a == "--help" || a == "-h") {
                 usage();
@@ -619,6 +647,15 @@ int main(int argc, char** argv) {
             opt.p.load_warmup = 100;
             opt.max_rounds["scale"] = 1;
             opt.max_rounds["load"] = 1;
+        } else if (opt.mode == "crowd") {
+            // The scaling rows at 1000, 10,000 and 20,000 live children (memory included),
+            // and the crowd row: separate from --all, since 20,000 children take minutes to
+            // start and release for every subject.
+            opt.rounds = 1;
+            opt.p.live = {1000, 10000, 20000};
+            opt.p.scale_samples = 50;
+            opt.scenarios = {"scale", "crowd"};
+            opt.worker_timeout_s = 900;
         } else if (opt.mode == "smoke") {
             opt.rounds = 1;
             opt.p.latency_samples = 3;
@@ -655,6 +692,10 @@ int main(int argc, char** argv) {
                 opt.p.in_flight = std::stoi(v);
             else if (a == "--live")
                 opt.p.live = bench::parse_ints(v);
+            else if (a == "--crowd-children")
+                opt.p.crowd = std::stoi(v);
+            else if (a == "--crowd-nofile")
+                opt.p.crowd_nofile = std::stoi(v);
             else if (a == "--load-children")
                 opt.p.load_children = std::stoi(v);
             else
@@ -668,6 +709,8 @@ int main(int argc, char** argv) {
 
     // Every compiled backend: those that arrive in later builds appear here by themselves.
     std::vector<std::string> subjects{"floor"};
+    if (opt.mode == "crowd")
+        subjects.push_back("zreap:default");  // zreap::loop{}, as most programs make it
     for (zreap::backend b : zreap::compiled_backends())
         subjects.push_back("zreap:" + std::string(zreap::to_string(b)));
     for (const auto& peer : bench::compiled_peers())

@@ -25,6 +25,11 @@ extern const backend_entry sigaction_backend_entry;
 #if ZREAP_HAVE_LIBEV
 extern const backend_entry libev_backend_entry;
 #endif
+#if ZREAP_HAVE_IO_URING
+extern const backend_entry io_uring_backend_entry;
+/// Why io_uring cannot be used in this process ("io_uring_setup failed: ..."), or "".
+std::string io_uring_unusable_reason() noexcept;
+#endif
 
 namespace {
 
@@ -44,12 +49,17 @@ const backend_entry* const table[] = {
 #if ZREAP_HAVE_LIBEV
     &libev_backend_entry,
 #endif
+#if ZREAP_HAVE_IO_URING
+    &io_uring_backend_entry,
+#endif
     nullptr,  // keeps the array non-empty when nothing is compiled in
 };
 
-// What "auto" tries, in order. signalfd and libev are left out on purpose: signalfd needs
-// SIGCHLD blocked in every thread of the host program, and libev reaps children that
-// belong to other code. Both are there for programs that choose them knowingly.
+// What "auto" tries, in order. signalfd, libev and io_uring are left out on purpose:
+// signalfd needs SIGCHLD blocked in every thread of the host program, libev reaps children
+// that belong to other code, and io_uring makes every child exit in the process cost time
+// in proportion to the children it watches (docs/backends/io_uring.md). All three are
+// there for programs that choose them knowingly.
 constexpr backend auto_order[] = {backend::pidfd, backend::selfpipe, backend::sigaction};
 
 }  // namespace
@@ -79,13 +89,15 @@ std::string_view to_string(backend b) noexcept {
             return "sigaction";
         case backend::libev:
             return "libev";
+        case backend::io_uring:
+            return "io_uring";
     }
     return "unknown";
 }
 
 std::optional<backend> backend_from_string(std::string_view name) noexcept {
-    for (backend b :
-         {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction, backend::libev})
+    for (backend b : {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction,
+                      backend::libev, backend::io_uring})
         if (to_string(b) == name)
             return b;
     return std::nullopt;
@@ -131,6 +143,8 @@ capabilities backend_capabilities(backend b) noexcept {
             c.multiple_loops = false;
             c.installs_signal_handler = true;
             break;
+        case backend::io_uring:
+            break;
     }
     return c;
 }
@@ -142,7 +156,13 @@ const detail::backend_entry& detail::require_usable(backend b, const std::string
             ENOTSUP, origin + ": backend '" + name + "' is not compiled into this zreap build");
     if (!backend_usable(b)) {
         std::string why = "not usable in this process";
-        if (b != backend::pidfd) {
+#if ZREAP_HAVE_IO_URING
+        if (b == backend::io_uring) {
+            if (std::string p = detail::io_uring_unusable_reason(); !p.empty())
+                why += ": " + p;
+        }
+#endif
+        if (b != backend::pidfd && b != backend::io_uring) {
             if (const char* p = detail::sigchld_disposition_problem())
                 why = p;
         }
@@ -167,7 +187,7 @@ backend pick(std::string_view name, const std::string& origin) {
     if (!b)
         detail::throw_errno(EINVAL, origin + ": unknown backend '" + std::string(name) +
                                         "' (expected auto, pidfd, signalfd, selfpipe, "
-                                        "sigaction or libev)");
+                                        "sigaction, libev or io_uring)");
     return detail::require_usable(*b, origin).id;
 }
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   g++ meson ninja-build pkg-config python3 python3-zmq
-  libzmq3-dev cppzmq-dev libev-dev
+  libzmq3-dev cppzmq-dev libev-dev liburing-dev
   libgtest-dev libgmock-dev
   libseccomp-dev valgrind clang-format git
 )

@@ -43,7 +43,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print
 # 3. POSIX only: core and the POSIX backends compiled against POSIX.1-2008 alone
 #    (-Dposix_strict=true: a Linux-only call or header there fails this build), without the
 #    Linux-only backends, and the suite run on what is left (pipe + fcntl instead of pipe2).
-setup build-posix -Dposix_strict=true -Dpidfd=disabled -Dsignalfd=disabled \
+setup build-posix -Dposix_strict=true -Dpidfd=disabled -Dsignalfd=disabled -Dio_uring=disabled \
   -Dexamples=disabled -Dbenchmarks=disabled
 dirs+=(build-posix)
 meson test -C build-posix --print-errorlogs || true

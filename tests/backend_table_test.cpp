@@ -31,7 +31,7 @@ struct env_guard {
 
 TEST(BackendTable, NamesRoundTrip) {
     for (backend b : {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction,
-                      backend::libev}) {
+                      backend::libev, backend::io_uring}) {
         auto back = zreap::backend_from_string(zreap::to_string(b));
         ASSERT_TRUE(back);
         EXPECT_EQ(*back, b);
@@ -48,6 +48,7 @@ TEST(BackendTable, CompiledMatchesConfigure) {
     EXPECT_EQ(has(backend::selfpipe), ZREAP_HAVE_SELFPIPE == 1);
     EXPECT_EQ(has(backend::sigaction), ZREAP_HAVE_SIGACTION == 1);
     EXPECT_EQ(has(backend::libev), ZREAP_HAVE_LIBEV == 1);
+    EXPECT_EQ(has(backend::io_uring), ZREAP_HAVE_IO_URING == 1);
 }
 
 TEST(BackendTable, EnvironmentOverridesDefault) {
@@ -78,7 +79,7 @@ TEST(BackendTable, NotCompiledInIsAClearError) {
     env_guard g;
     auto c = zreap::compiled_backends();
     for (backend b : {backend::pidfd, backend::signalfd, backend::selfpipe, backend::sigaction,
-                      backend::libev}) {
+                      backend::libev, backend::io_uring}) {
         if (std::find(c.begin(), c.end(), b) != c.end())
             continue;
         EXPECT_FALSE(zreap::backend_usable(b));

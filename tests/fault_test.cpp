@@ -194,6 +194,86 @@ INSTANTIATE_TEST_SUITE_P(Seccomp, PidfdBlocked,
 
 #endif
 
+// ---- io_uring refused by seccomp ------------------------------------------------------------
+
+#if ZREAP_HAVE_IO_URING && ZREAP_TEST_HAVE_SECCOMP
+
+// Makes io_uring_setup or io_uring_enter fail with @p err, as Docker's default profile
+// (io_uring_setup, io_uring_enter and io_uring_register refused) and other sandboxes do.
+std::string block_io_uring(long syscall_nr, int err) {
+    return install_seccomp([=](scmp_filter_ctx ctx) {
+        return seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), static_cast<int>(syscall_nr), 0);
+    });
+}
+
+struct io_uring_block_case {
+    const char* name;
+    long syscall_nr;
+    int err;
+    const char* reason;  // what the error must say
+};
+
+class IoUringBlocked : public ::testing::TestWithParam<io_uring_block_case> {};
+
+TEST_P(IoUringBlocked, UnusableWithTheReasonAndAutoUnaffected) {
+    const io_uring_block_case c = GetParam();
+    std::string failure = in_forked_child([c]() -> std::string {
+        // What auto picks with io_uring available: the same with it blocked.
+        const backend before = zreap::default_backend();
+        if (std::string e = block_io_uring(c.syscall_nr, c.err); !e.empty())
+            return e;
+        CHILD_CHECK(!zreap::backend_usable(backend::io_uring));
+
+        ::setenv("ZREAP_BACKEND", "auto", 1);
+        CHILD_CHECK(zreap::default_backend() == before);
+        {
+            zreap::loop lp;  // auto really works
+            if (std::string e = one_child_round_trip(lp, 17); !e.empty())
+                return e;
+        }
+        ::unsetenv("ZREAP_BACKEND");
+
+        // Explicit: a clear error that says why, never a silent fallback.
+        try {
+            zreap::loop lp(backend::io_uring);
+            return "loop(io_uring) was built although io_uring is blocked";
+        } catch (const std::system_error& e) {
+            std::string what = e.what();
+            CHILD_CHECK(e.code().value() == ENOTSUP);
+            CHILD_CHECK(what.find("'io_uring' is not usable") != std::string::npos);
+            if (what.find(c.reason) == std::string::npos)
+                return "the error does not say '" + std::string(c.reason) + "': " + what;
+        }
+        ::setenv("ZREAP_BACKEND", "io_uring", 1);
+        try {
+            zreap::default_backend();
+            return "ZREAP_BACKEND=io_uring accepted although io_uring is blocked";
+        } catch (const std::system_error& e) {
+            std::string what = e.what();
+            CHILD_CHECK(what.find("ZREAP_BACKEND=io_uring") != std::string::npos);
+            CHILD_CHECK(what.find(c.reason) != std::string::npos);
+        }
+        return "";
+    });
+    EXPECT_EQ(failure, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Seccomp, IoUringBlocked,
+    ::testing::Values(io_uring_block_case{"setup_ENOSYS", SCMP_SYS(io_uring_setup), ENOSYS,
+                                          "io_uring_setup failed: Function not implemented"},
+                      io_uring_block_case{"setup_EPERM", SCMP_SYS(io_uring_setup), EPERM,
+                                          "io_uring_setup failed: Operation not permitted"},
+                      io_uring_block_case{"enter_EPERM", SCMP_SYS(io_uring_enter), EPERM,
+                                          "io_uring_enter failed: Operation not permitted"},
+                      io_uring_block_case{"register_EPERM", SCMP_SYS(io_uring_register), EPERM,
+                                          "IORING_REGISTER_PROBE failed"}),
+    [](const ::testing::TestParamInfo<io_uring_block_case>& i) {
+        return std::string(i.param.name);
+    });
+
+#endif
+
 // ---- the WNOWAIT peek refused by seccomp -------------------------------------------------
 
 #if ZREAP_TEST_HAVE_SECCOMP
@@ -320,6 +400,16 @@ TEST_P(Fault, FdTableFullFailsClearlyAndKeepsServing) {
         }
         if (GetParam() == backend::pidfd) {
             EXPECT_FALSE(late_watched);
+            // The error names the limit, the children watched and the remedies.
+            try {
+                lp.watch_child(late, [](const exit_status&) {});
+                ADD_FAILURE() << "watched with the fd table full";
+            } catch (const std::system_error& e) {
+                const std::string what = e.what();
+                for (const char* part : {"RLIMIT_NOFILE soft limit of", "with 5 children watched",
+                                         "ulimit -n", "io_uring backend"})
+                    EXPECT_NE(what.find(part), std::string::npos) << part << " in: " << what;
+            }
         }
         // A new loop either starts without an fd or refuses with EMFILE, cleanly.
         try {

@@ -45,6 +45,23 @@ int waitid_pidfd(int pidfd, siginfo_t* si, int options, struct rusage* ru = null
     return rc;
 }
 
+// What an EMFILE from watch() says beyond the errno: the limit, how many children this loop
+// holds a pidfd for, and the ways out.
+std::string fd_limit_remedy(std::size_t watched) {
+    struct rlimit rl {};
+    const bool known = ::getrlimit(RLIMIT_NOFILE, &rl) == 0;
+    auto show = [known](rlim_t v) {
+        return known && v != RLIM_INFINITY ? std::to_string(v) : std::string("?");
+    };
+    return ": the fd table is full at the RLIMIT_NOFILE soft limit of " + show(rl.rlim_cur) +
+           " with " + std::to_string(watched) +
+           " children watched by this loop, one pidfd each. Raise the soft limit (ulimit -n, "
+           "setrlimit; the hard limit is " +
+           show(rl.rlim_max) +
+           "), or use the io_uring backend, which needs no fd per child but costs every exit "
+           "time in proportion to the children it watches (docs/backends/io_uring.md)";
+}
+
 class pidfd_watcher final : public child_watcher {
   public:
     pidfd_watcher() : epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
@@ -74,8 +91,11 @@ class pidfd_watcher final : public child_watcher {
         // A pidfd lent by the loop is used as it is: it stays open while watched.
         entry e{pidfd >= 0 ? unique_fd() : unique_fd(sys_pidfd_open(pid, 0)), pidfd, -1};
         if (pidfd < 0) {
-            if (!e.owned)
-                throw_errno(what() + ": pidfd_open");
+            if (!e.owned) {
+                const int err = errno;
+                throw_errno(err, what() + ": pidfd_open" +
+                                     (err == EMFILE ? fd_limit_remedy(pidfds_.size()) : ""));
+            }
             e.fd = e.owned.get();
         }
         if (pidfds_.size() < direct_count) {

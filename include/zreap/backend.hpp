@@ -18,6 +18,7 @@ enum class backend {
     selfpipe,   ///< SIGCHLD handler writes to a pipe in the poll set (POSIX)
     sigaction,  ///< SIGCHLD handler interrupts zmq_poll with EINTR (POSIX; bounded lost wakeups)
     libev,      ///< libev's ev_child on its default loop, fed into zmq_poll
+    io_uring,   ///< one IORING_OP_WAITID per child on one io_uring, no fd per child (Linux >= 6.7)
 };
 
 /// What a backend can and cannot promise. The contract tests ask these instead of
@@ -43,7 +44,7 @@ struct capabilities {
     bool reports_usage = true;
 };
 
-/// "pidfd", "signalfd", "selfpipe", "sigaction" or "libev".
+/// "pidfd", "signalfd", "selfpipe", "sigaction", "libev" or "io_uring".
 std::string_view to_string(backend b) noexcept;
 
 /// The backend named @p name, or nullopt if there is no such backend.
@@ -53,7 +54,8 @@ std::optional<backend> backend_from_string(std::string_view name) noexcept;
 std::vector<backend> compiled_backends();
 
 /// True if @p b is compiled in and works in this process now: its system calls are there
-/// and not blocked (pidfd under seccomp, an old kernel) and the process's SIGCHLD
+/// and not blocked (pidfd or io_uring under seccomp, an old kernel, io_uring disabled by
+/// the kernel.io_uring_disabled sysctl) and the process's SIGCHLD
 /// disposition lets it work (not SIG_IGN, no SA_NOCLDWAIT for the signal-driven ones).
 bool backend_usable(backend b) noexcept;
 
