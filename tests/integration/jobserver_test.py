@@ -86,7 +86,7 @@ MALFORMED = [
     [b""],                                    # only a delimiter: empty request
     [b"run"],                                 # empty argv
     [b"frobnicate", b"x"],                    # unknown request type
-    [b"run", b"echo", b"y" * 100000],         # oversized frame
+    [b"run", b"echo"] + [b"y" * 40000] * 2,   # a request over --max-request
     [b"run", b"/nonexistent/zreap-prog"],     # no such file
     [b"run", b"zreap-no-such-program"],       # not in PATH
     [b"cancel"],                              # missing id
@@ -120,6 +120,20 @@ def children_of(pid):
         with open(f) as fh:
             kids += fh.read().split()
     return kids
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def job_children_of(pid):
+    """The server's children but its warden, a fork of the server itself (same cmdline)."""
+    own = cmdline(pid)
+    return [k for k in children_of(pid) if cmdline(k) != own]
 
 
 def recv(sock, deadline):
@@ -290,8 +304,9 @@ def phase_health(args, sock, proc, endpoint, deadline):
     check(msg[0] == b"pong", f"ping answered {msg}")
     check(b"running=0 queued=0 finished=210" in msg[1], f"ping: {msg[1]}")
     # Every child reaped: the server has no child process left, zombie or not.
-    kids = children_of(proc.pid)
+    kids = job_children_of(proc.pid)
     check(not kids, f"server still has children {kids}")
+    check(len(children_of(proc.pid)) == 1, "the server's warden is not running")
     if args.client:
         out = subprocess.run([args.client, "--endpoint", endpoint, "--timeout", "10000",
                               "run", "sh", "-c", "echo from-jobclient; exit 4"],
