@@ -213,19 +213,32 @@ int run(options o) {
         // async-signal-safe functions, and malloc is not one.
         std::string line = "child: sleep(" + seconds(ms) + ")\n";
         std::fflush(stdout);  // else the child would print the parent's buffered lines again
+        // Until the child has reset SIGINT and SIGTERM, it runs the parent's handler, which
+        // would pass a SIGTERM meant for the child on to the parent's signal pipe: blocked
+        // around fork, such a signal waits until the child can die of it.
+        sigset_t stop_signals, saved;
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGTERM);
+        sigprocmask(SIG_BLOCK, &stop_signals, &saved);
         pid_t pid = fork();
-        if (pid < 0)
-            throw std::system_error(errno, std::generic_category(), "pollchild: fork");
+        if (pid < 0) {
+            int e = errno;
+            sigprocmask(SIG_SETMASK, &saved, nullptr);
+            throw std::system_error(e, std::generic_category(), "pollchild: fork");
+        }
         if (pid == 0) {
             // Ctrl-C reaches the whole process group: the child just dies of it.
             signal(SIGINT, SIG_DFL);
             signal(SIGTERM, SIG_DFL);
+            sigprocmask(SIG_SETMASK, &saved, nullptr);
             (void)!write(STDOUT_FILENO, line.data(), line.size());
             struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
             while (nanosleep(&left, &left) != 0 && errno == EINTR) {
             }
             _exit(0);  // not exit(): the parent's zmq context must not be torn down here
         }
+        sigprocmask(SIG_SETMASK, &saved, nullptr);
         current = pid;
         lp.watch_child(pid, [&](const zreap::exit_status& s) {
             current = 0;
