@@ -39,16 +39,22 @@ class job_warden {
         int sv[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
             throw std::system_error(errno, std::generic_category(), "job_warden: socketpair");
+        // Every signal blocked around fork: until the warden has set its own dispositions, a
+        // signal would run the server's handlers in it (which write to the server's pipes).
+        sigset_t all, saved;
+        sigfillset(&all);
+        ::sigprocmask(SIG_SETMASK, &all, &saved);
         pid_ = ::fork();
-        if (pid_ < 0) {
-            int e = errno;
-            ::close(sv[0]);
-            ::close(sv[1]);
-            throw std::system_error(e, std::generic_category(), "job_warden: fork");
-        }
         if (pid_ == 0) {
             ::close(sv[0]);
             run(sv[1]);
+        }
+        int e = errno;
+        ::sigprocmask(SIG_SETMASK, &saved, nullptr);
+        if (pid_ < 0) {
+            ::close(sv[0]);
+            ::close(sv[1]);
+            throw std::system_error(e, std::generic_category(), "job_warden: fork");
         }
         ::close(sv[1]);
         fd_ = sv[0];
@@ -95,6 +101,10 @@ class job_warden {
         // foreground group) does not reach it, and deaf to the signals that ask the server
         // to stop: the server shuts down gracefully, then closes the socket.
         ::setpgid(0, 0);
+        for (int sig = 1; sig < NSIG; ++sig) {
+            if (sig != SIGKILL && sig != SIGSTOP)
+                ::signal(sig, SIG_DFL);
+        }
         for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2})
             ::signal(sig, SIG_IGN);
         sigset_t none;
