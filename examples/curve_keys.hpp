@@ -4,10 +4,11 @@
 //
 // A key file holds the Z85 text of a key pair, one key per line:
 //
-//     public-key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
-//     secret-key = "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"
+//     public-key = "<40 characters of Z85>"
+//     secret-key = "<40 characters of Z85>"
 //
-// which is also how czmq's zcert files store them, so such files can be used as they are.
+// Lines are found wherever they are in the file, so czmq's zcert files, which store the
+// keys the same way (indented, in a "curve" section), can be read as they are.
 // PREFIX.key has both keys and must be readable by its owner only; PREFIX.pub has the
 // public key alone and is what the other side gets.
 

@@ -395,12 +395,19 @@ class server {
             return refuse(client, delimiter, "run: no such program, or not executable: " + argv[0]);
         if (allow_) {
             if (!allow_->allows(path)) {
-                log("jobserver: refused %s from %s: not in the allow-list\n", argv[0].c_str(),
-                    owner.c_str());
+                std::fprintf(stderr, "jobserver: refused %s from %s: not in the allow-list\n",
+                             argv[0].c_str(), owner.c_str());
                 return refuse(client, delimiter, "run: program not allowed: " + argv[0]);
             }
             argv[0] = path;  // run exactly the file that was checked, not a later PATH match
         }
+        // A client that leaves its replies unread gets no more work whose results would
+        // only be dropped.
+        auto waiting = outboxes_.find(client);
+        if (waiting != outboxes_.end() && waiting->second.bytes > o_.client_buffer / 2)
+            return refuse(client, delimiter,
+                          "run: " + std::to_string(waiting->second.bytes) +
+                              " bytes of replies wait for this client, which is not reading them");
         bool start_now = running_ < o_.max_jobs;
         if (!start_now && queue_.size() >= o_.max_queue)
             return refuse(client, delimiter, "run: queue full");
@@ -446,8 +453,8 @@ class server {
             return refuse(client, delimiter, "cancel: no such job " + text);
         job& j = *it->second;
         if (j.owner != owner) {
-            log("jobserver: %s may not cancel job %s of %s\n", owner.c_str(), text.c_str(),
-                j.owner.c_str());
+            std::fprintf(stderr, "jobserver: %s may not cancel job %s of %s\n", owner.c_str(),
+                         text.c_str(), j.owner.c_str());
             return refuse(client, delimiter, "cancel: job " + text + " is not yours");
         }
         if (j.running) {
@@ -532,7 +539,9 @@ class server {
         j.running = true;
         ++running_;
         if (!warden_.track(j.proc.pid()) && warden_.alive())
-            log("job %llu: the warden could not be told; it would outlive a killed server\n",
+            std::fprintf(
+                stderr,
+                "job %llu: the warden could not be told; it would outlive a killed server\n",
                 static_cast<unsigned long long>(id));
         j.out.source =
             lp_.add_fd(j.proc.stdout_fd(), ZMQ_POLLIN, [this, id](short) { pump(id, false); });
@@ -879,10 +888,8 @@ int run(const options& o) {
     std::unique_ptr<examples::zap_handler> zap;
     if (curve) {
         zap = std::make_unique<examples::zap_handler>(
-            ctx, *client_keys, [&o](const std::string& line) {
-                if (!o.quiet)
-                    std::fprintf(stderr, "%s\n", line.c_str());
-            });
+            ctx, *client_keys,
+            [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); }, o.quiet);
     }
     zmq_socket_owner router{zmq_socket(ctx, ZMQ_ROUTER)};
     void* sock = router.sock;

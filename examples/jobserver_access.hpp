@@ -29,8 +29,8 @@
 namespace examples {
 
 // True for an endpoint that only this host can connect to: ipc:// and inproc://, or tcp://
-// on a loopback address (127.0.0.0/8, [::1], localhost). Interface names ("lo"), "*",
-// 0.0.0.0 and every other host are not, nor is anything that cannot be parsed. Sets
+// on a loopback address (127.0.0.0/8, [::1]). Interface names ("lo"), host names, "*",
+// 0.0.0.0 and every other address are not, nor is anything that cannot be parsed. Sets
 // @p ipv6 when the host is a bracketed IPv6 address (libzmq needs ZMQ_IPV6 to bind it).
 inline bool local_only_endpoint(const std::string& ep, bool& ipv6) {
     ipv6 = false;
@@ -49,8 +49,6 @@ inline bool local_only_endpoint(const std::string& ep, bool& ipv6) {
         return ::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &a6) == 1 &&
                IN6_IS_ADDR_LOOPBACK(&a6);
     }
-    if (host == "localhost")
-        return true;
     in_addr a4;
     return ::inet_pton(AF_INET, host.c_str(), &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
@@ -215,7 +213,9 @@ class zap_handler {
 
     // Binds the handler; it must exist before the CURVE socket binds. Throws
     // std::system_error.
-    zap_handler(void* ctx, authorized_keys& keys, logger log) : keys_(keys), log_(std::move(log)) {
+    // Refusals always go to @p log; accepted connections too unless @p quiet.
+    zap_handler(void* ctx, authorized_keys& keys, logger log, bool quiet)
+        : keys_(keys), log_(std::move(log)), quiet_(quiet) {
         sock_ = zmq_socket(ctx, ZMQ_REP);
         int linger = 0;
         zmq_setsockopt(sock_, ZMQ_LINGER, &linger, sizeof linger);
@@ -254,7 +254,8 @@ class zap_handler {
                     status = "200";
                     text = "OK";
                     user = z85;
-                    log_("jobserver: client " + *name + " connected from " + req[3]);
+                    if (!quiet_)
+                        log_("jobserver: client " + *name + " connected from " + req[3]);
                 } else {
                     text = "key not authorized";
                     ++refused_;
@@ -296,6 +297,7 @@ class zap_handler {
 
     authorized_keys& keys_;
     logger log_;
+    bool quiet_;
     void* sock_ = nullptr;
     std::uint64_t refused_ = 0;
 };
