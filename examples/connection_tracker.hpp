@@ -27,6 +27,8 @@
 #include <system_error>
 #include <vector>
 
+#include "zmq_frames.hpp"
+
 namespace examples {
 
 class connection_tracker {
@@ -108,28 +110,16 @@ class connection_tracker {
     };
 
     bool next_event(std::uint16_t& event, std::int32_t& value) {
-        // Two frames: 6 bytes (uint16 event, uint32 value, host byte order), then the
-        // endpoint.
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, sock_, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&m);
-            return false;
+        // Two frames: 6 bytes (uint16 event, uint32 value, host byte order), the endpoint.
+        std::vector<std::string> frames;
+        while (recv_frames(sock_, frames, ZMQ_DONTWAIT)) {
+            if (frames[0].size() != 6)
+                continue;
+            std::memcpy(&event, frames[0].data(), 2);
+            std::memcpy(&value, frames[0].data() + 2, 4);
+            return true;
         }
-        bool ok = zmq_msg_size(&m) == 6;
-        if (ok) {
-            const char* d = static_cast<const char*>(zmq_msg_data(&m));
-            std::memcpy(&event, d, 2);
-            std::memcpy(&value, d + 2, 4);
-        }
-        while (zmq_msg_more(&m)) {
-            zmq_msg_close(&m);
-            zmq_msg_init(&m);
-            while (zmq_msg_recv(&m, sock_, 0) < 0 && zmq_errno() == EINTR) {
-            }
-        }
-        zmq_msg_close(&m);
-        return ok || next_event(event, value);
+        return false;
     }
 
     // Late messages from gone clients are recognised for this many clients back.

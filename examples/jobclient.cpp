@@ -37,6 +37,7 @@
 
 #include "curve_keys.hpp"
 #include "signal_pipe.hpp"
+#include "zmq_frames.hpp"
 
 namespace {
 
@@ -66,37 +67,6 @@ long milliseconds(const char* s, const std::string& what, long min) {
         usage("bad value for " + what + " '" + text + "' (" + std::to_string(min) +
               " to 2147483647 ms)");
     return v;
-}
-
-bool send_all(void* sock, const frames& msg) {
-    for (std::size_t i = 0; i < msg.size(); ++i) {
-        int flags = i + 1 < msg.size() ? ZMQ_SNDMORE : 0;
-        while (zmq_send(sock, msg[i].data(), msg[i].size(), flags) < 0) {
-            if (zmq_errno() != EINTR)
-                return false;
-        }
-    }
-    return true;
-}
-
-bool recv_all(void* sock, frames& msg, int flags) {
-    msg.clear();
-    int more = 1;
-    while (more) {
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        if (zmq_msg_recv(&m, sock, msg.empty() ? flags : 0) < 0) {
-            int e = zmq_errno();
-            zmq_msg_close(&m);
-            if (e == EINTR && !msg.empty())
-                continue;
-            return false;
-        }
-        msg.emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
-        more = zmq_msg_more(&m);
-        zmq_msg_close(&m);
-    }
-    return true;
 }
 
 void print_output(const char* name, const std::string& data, bool truncated) {
@@ -182,13 +152,13 @@ class connection {
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
 
-    bool send(const frames& msg) { return send_all(sock_, msg); }
+    bool send(const frames& msg) { return examples::send_frames(sock_, msg); }
 
     // Waits until @p deadline (none: for ever) for a message, a signal or the loss of the
     // connection; why it ended is in why().
     event wait(std::optional<clock_type::time_point> deadline, frames& msg) {
         for (;;) {
-            if (recv_all(sock_, msg, ZMQ_DONTWAIT))
+            if (examples::recv_frames(sock_, msg, ZMQ_DONTWAIT))
                 return event::message;
             if (int sig = sigs_.take()) {
                 last_signal_ = sig;
@@ -217,7 +187,7 @@ class connection {
   private:
     std::optional<event> connection_event() {
         frames ev;
-        while (recv_all(mon_, ev, ZMQ_DONTWAIT)) {
+        while (examples::recv_frames(mon_, ev, ZMQ_DONTWAIT)) {
             if (ev.empty() || ev[0].size() != 6)
                 continue;
             std::uint16_t id;

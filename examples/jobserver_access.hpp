@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "curve_keys.hpp"
+#include "zmq_frames.hpp"
 
 namespace examples {
 
@@ -236,7 +237,7 @@ class zap_handler {
     // Answers every request waiting now.
     void on_ready() {
         std::vector<std::string> req;
-        while (receive(req)) {
+        while (recv_frames(sock_, req, ZMQ_DONTWAIT)) {
             std::string status = "400", text, user;
             if (req.size() < 7 || req[0] != "1.0") {
                 status = "500";
@@ -264,37 +265,11 @@ class zap_handler {
                 }
             }
             std::string request_id = req.size() > 1 ? req[1] : std::string();
-            const std::string reply[] = {"1.0", request_id, status, text, user, ""};
-            for (std::size_t i = 0; i < 6; ++i) {
-                while (zmq_send(sock_, reply[i].data(), reply[i].size(), i < 5 ? ZMQ_SNDMORE : 0) <
-                           0 &&
-                       zmq_errno() == EINTR) {
-                }
-            }
+            send_frames(sock_, {"1.0", request_id, status, text, user, ""});
         }
     }
 
   private:
-    bool receive(std::vector<std::string>& frames) {
-        frames.clear();
-        int more = 1;
-        while (more) {
-            zmq_msg_t m;
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, sock_, frames.empty() ? ZMQ_DONTWAIT : 0) < 0) {
-                int e = zmq_errno();
-                zmq_msg_close(&m);
-                if (e == EINTR && !frames.empty())
-                    continue;
-                return false;
-            }
-            frames.emplace_back(static_cast<const char*>(zmq_msg_data(&m)), zmq_msg_size(&m));
-            more = zmq_msg_more(&m);
-            zmq_msg_close(&m);
-        }
-        return true;
-    }
-
     authorized_keys& keys_;
     logger log_;
     bool quiet_;
