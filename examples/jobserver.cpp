@@ -733,18 +733,35 @@ class server {
         ob.replies.push_back(std::move(msg));
         ob.bytes += size;
         if (!flush_timer_)
-            flush_timer_ = lp_.add_timer(5ms, 5ms, [this] { flush(); });
+            retry_flush(flush_min);
         return true;
     }
 
     // Moves what waits in the outboxes on to libzmq, as far as it takes it.
+    // While replies wait, they are offered to libzmq again after 5 ms, and after twice as
+    // long each time libzmq took none, up to half a second: a client that reads nothing
+    // costs the server two wakeups a second, not two hundred.
+    static constexpr std::chrono::milliseconds flush_min{5}, flush_max{500};
+
+    void retry_flush(std::chrono::milliseconds delay) {
+        if (flush_timer_)
+            lp_.remove(flush_timer_);
+        flush_delay_ = delay;
+        flush_timer_ = lp_.add_timer(delay, 0ms, [this] {
+            flush_timer_ = 0;
+            flush();
+        });
+    }
+
     void flush() {
+        bool moved = false;
         for (auto it = outboxes_.begin(); it != outboxes_.end();) {
             outbox& ob = it->second;
             while (!ob.replies.empty()) {
                 sent r = send_now(it->first, ob.replies.front());
                 if (r == sent::full)
                     break;
+                moved = true;
                 if (r == sent::gone) {
                     drop_outbox(it->first, "the client is gone");
                     break;
@@ -754,9 +771,12 @@ class server {
             }
             it = ob.replies.empty() ? outboxes_.erase(it) : std::next(it);
         }
-        if (outboxes_.empty() && flush_timer_) {
-            lp_.remove(flush_timer_);
+        if (outboxes_.empty()) {
+            if (flush_timer_)
+                lp_.remove(flush_timer_);
             flush_timer_ = 0;
+        } else if (moved || !flush_timer_) {
+            retry_flush(moved ? flush_min : std::min(flush_delay_ * 2, flush_max));
         }
         stop_when_done();
     }
@@ -835,6 +855,7 @@ class server {
     std::uint64_t drops_untold_ = 0;
     std::map<std::string, outbox> outboxes_;  // clients with replies waiting
     zreap::source_id flush_timer_ = 0;
+    std::chrono::milliseconds flush_delay_ = flush_min;
     zreap::source_id stop_timer_ = 0;
     bool shutting_down_ = false;
 };
