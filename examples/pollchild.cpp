@@ -5,18 +5,28 @@
 //
 //   pollchild [--backend NAME] [--endpoint EP] [--sleep MIN_MS MAX_MS] [--fast]
 //             [--generations N]
+//   pollchild [--backend NAME] --burst N
 //
 // Defaults are the article's: tcp://*:5433, children sleeping a random 2 to 9 seconds, and
 // no end (Ctrl-C stops it). --fast makes children of 50 to 200 ms; --generations N stops
-// after the N-th child has terminated.
+// after the N-th child has terminated. The REP socket echoes each request, all its frames.
+//
+// --burst N starts N children that exit at the same moment instead, reports how many exits
+// the loop saw, and waits for EOF on stdin before it exits (scripts/article-compare.sh
+// counts its zombies meanwhile).
 
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <random>
 #include <stdexcept>
@@ -24,33 +34,42 @@
 
 #include <zreap/zreap.hpp>
 
+#include "article/burst.hpp"
 #include "signal_pipe.hpp"
 
 namespace {
 
 struct options {
     std::optional<zreap::backend> backend;
-    std::string endpoint = "tcp://*:5433";
+    std::string endpoint;  // default: the article's tcp://*:5433, inproc for --burst
     int min_ms = 2000;
     int max_ms = 9000;
     long generations = 0;  // 0 = forever
+    long burst = 0;        // 0 = the article's program
 };
+
+// Longest child sleep accepted: a day.
+constexpr long max_sleep_ms = 86400000;
 
 [[noreturn]] void usage(const char* why) {
     std::fprintf(stderr,
                  "pollchild: %s\n"
                  "usage: pollchild [--backend NAME] [--endpoint EP] [--sleep MIN_MS MAX_MS]\n"
-                 "                 [--fast] [--generations N]\n",
+                 "                 [--fast] [--generations N]\n"
+                 "       pollchild [--backend NAME] --burst N\n",
                  why);
     std::exit(2);
 }
 
-long number(const char* s, const char* what) {
-    char* end = nullptr;
-    errno = 0;
-    long v = std::strtol(s, &end, 10);
-    if (errno || end == s || *end || v < 0)
-        usage((std::string("bad ") + what).c_str());
+// A decimal number from 0 to @p max, digits only.
+long number(const char* s, const char* what, long max) {
+    std::string text = s;
+    bool digits = !text.empty() && text.size() <= 18 &&
+                  text.find_first_not_of("0123456789") == std::string::npos;
+    long v = digits ? std::strtol(s, nullptr, 10) : -1;
+    if (!digits || v > max)
+        usage((std::string("bad ") + what + " '" + text + "' (0 to " + std::to_string(max) + ")")
+                  .c_str());
     return v;
 }
 
@@ -71,15 +90,17 @@ options parse(int argc, char** argv) {
         } else if (a == "--endpoint") {
             o.endpoint = next();
         } else if (a == "--sleep") {
-            o.min_ms = static_cast<int>(number(next(), "--sleep"));
-            o.max_ms = static_cast<int>(number(next(), "--sleep"));
+            o.min_ms = static_cast<int>(number(next(), "--sleep", max_sleep_ms));
+            o.max_ms = static_cast<int>(number(next(), "--sleep", max_sleep_ms));
             if (o.max_ms < o.min_ms)
                 usage("--sleep MAX_MS is below MIN_MS");
         } else if (a == "--fast") {
             o.min_ms = 50;
             o.max_ms = 200;
         } else if (a == "--generations") {
-            o.generations = number(next(), "--generations");
+            o.generations = number(next(), "--generations", 1000000000);
+        } else if (a == "--burst") {
+            o.burst = number(next(), "--burst", 99999);
         } else {
             usage(("unknown argument " + a).c_str());
         }
@@ -97,14 +118,19 @@ std::string seconds(int ms) {
     return buf;
 }
 
-int run(const options& o) {
+int run(options o) {
+    if (o.endpoint.empty())
+        o.endpoint = o.burst ? "inproc://pollchild" : "tcp://*:5433";
     examples::signal_pipe sigs;
     zreap::loop lp = o.backend ? zreap::loop(*o.backend) : zreap::loop();
 
     void* ctx = zmq_ctx_new();
     void* rep = zmq_socket(ctx, ZMQ_REP);
     int linger = 0;
+    // Each request frame is kept until it is echoed: a bound on one frame's size.
+    std::int64_t max_frame = 65536;
     zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(rep, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame);
     if (zmq_bind(rep, o.endpoint.c_str()) != 0) {
         std::fprintf(stderr, "pollchild: bind %s: %s\n", o.endpoint.c_str(),
                      zmq_strerror(zmq_errno()));
@@ -118,23 +144,60 @@ int run(const options& o) {
     std::printf("pollchild: backend %s, listening on %s\n",
                 std::string(zreap::to_string(lp.which())).c_str(), bound);
 
-    // The article's REP side: every request gets a reply, whatever the children do.
+    // The article's REP side: every request gets a reply, whatever the children do. The
+    // reply echoes the whole request, every frame: a REP socket answers a request only
+    // after its last frame, so reading just the first would leave the rest for the next
+    // callback.
     unsigned long received = 0;
     lp.add_socket(rep, ZMQ_POLLIN, [&](short) {
-        char buf[256];
-        int n = zmq_recv(rep, buf, sizeof buf, ZMQ_DONTWAIT);
-        if (n < 0)
-            return;
+        std::deque<zmq_msg_t> frames;  // a deque never moves its elements: zmq_msg_t must not move
+        int more = 1;
+        while (more) {
+            frames.emplace_back();
+            zmq_msg_init(&frames.back());
+            // With the sigaction or selfpipe backend a SIGCHLD can interrupt a zmq call on
+            // this thread: retry, or a half-read request would wedge the REP socket.
+            int rc;
+            while ((rc = zmq_msg_recv(&frames.back(), rep, frames.size() == 1 ? ZMQ_DONTWAIT : 0)) <
+                       0 &&
+                   zmq_errno() == EINTR && frames.size() > 1) {
+            }
+            if (rc < 0) {  // nothing waiting after all
+                zmq_msg_close(&frames.back());
+                return;
+            }
+            more = zmq_msg_more(&frames.back());
+        }
         ++received;
         std::printf("0MQ messages received (%lu)\n", received);
         std::fflush(stdout);
-        // Echo it back (cut to the buffer: zmq_recv returns the full length). With the
-        // sigaction or selfpipe backend a SIGCHLD can interrupt a blocking zmq call on this
-        // thread: a reply left unsent would wedge the REP socket, so send again on EINTR.
-        while (zmq_send(rep, buf, static_cast<size_t>(n < 256 ? n : 256), 0) < 0 &&
-               zmq_errno() == EINTR) {
+        for (std::size_t i = 0; i < frames.size(); ++i) {
+            int flags = i + 1 < frames.size() ? ZMQ_SNDMORE : 0;
+            while (zmq_msg_send(&frames[i], rep, flags) < 0 && zmq_errno() == EINTR) {
+            }
+            zmq_msg_close(&frames[i]);
         }
     });
+
+    if (o.burst) {
+        // N children exit at the same moment; the loop must hear every exit and reap
+        // every child (scripts/article-compare.sh compares this with the article's ways).
+        examples::exit_burst burst(static_cast<std::size_t>(o.burst));
+        unsigned long reported = 0;
+        for (pid_t pid : burst.pids()) {
+            lp.watch_child(pid, [&](const zreap::exit_status&) {
+                if (++reported == burst.pids().size())
+                    lp.stop();
+            });
+        }
+        lp.add_timer(std::chrono::seconds(30), std::chrono::milliseconds(0), [&] { lp.stop(); });
+        burst.release();
+        lp.run();
+        zmq_close(rep);
+        zmq_ctx_term(ctx);
+        examples::report_burst("pollchild", burst.pids().size(), reported);
+        return 0;
+    }
 
     std::mt19937 rng(std::random_device{}());
     std::uniform_int_distribution<int> pick(o.min_ms, o.max_ms);
@@ -146,19 +209,36 @@ int run(const options& o) {
     // learn of its exit. The callback that hears the exit starts the next child.
     std::function<void()> start_child = [&] {
         int ms = pick(rng);
+        // Made before fork: the child of a process with threads (libzmq's) may call only
+        // async-signal-safe functions, and malloc is not one.
+        std::string line = "child: sleep(" + seconds(ms) + ")\n";
         std::fflush(stdout);  // else the child would print the parent's buffered lines again
+        // Until the child has reset SIGINT and SIGTERM, it runs the parent's handler, which
+        // would pass a SIGTERM meant for the child on to the parent's signal pipe: blocked
+        // around fork, such a signal waits until the child can die of it.
+        sigset_t stop_signals, saved;
+        sigemptyset(&stop_signals);
+        sigaddset(&stop_signals, SIGINT);
+        sigaddset(&stop_signals, SIGTERM);
+        sigprocmask(SIG_BLOCK, &stop_signals, &saved);
         pid_t pid = fork();
-        if (pid < 0)
-            throw std::system_error(errno, std::generic_category(), "pollchild: fork");
+        if (pid < 0) {
+            int e = errno;
+            sigprocmask(SIG_SETMASK, &saved, nullptr);
+            throw std::system_error(e, std::generic_category(), "pollchild: fork");
+        }
         if (pid == 0) {
             // Ctrl-C reaches the whole process group: the child just dies of it.
             signal(SIGINT, SIG_DFL);
             signal(SIGTERM, SIG_DFL);
-            std::printf("child: sleep(%s)\n", seconds(ms).c_str());
-            std::fflush(stdout);
-            usleep(static_cast<useconds_t>(ms) * 1000);
+            sigprocmask(SIG_SETMASK, &saved, nullptr);
+            (void)!write(STDOUT_FILENO, line.data(), line.size());
+            struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
+            while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+            }
             _exit(0);  // not exit(): the parent's zmq context must not be torn down here
         }
+        sigprocmask(SIG_SETMASK, &saved, nullptr);
         current = pid;
         lp.watch_child(pid, [&](const zreap::exit_status& s) {
             current = 0;

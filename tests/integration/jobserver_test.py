@@ -20,34 +20,19 @@ The backend is --backend, else $ZREAP_BACKEND, else the library's default. Phase
 Exits 0 when all holds, 1 with the failures listed otherwise. Bounded by --timeout.
 """
 import argparse
-import glob
 import os
 import random
-import re
-import select
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-try:
-    import zmq
-except ImportError:
-    sys.exit("jobserver_test: pyzmq is missing (Debian: apt-get install python3-zmq)")
+from jobserver_lib import Failed, Server, check, children_of, job_children_of, recv, zmq
 
 CAP = 4096       # --output-cap given to the server
 GRACE_MS = 300   # --grace given to the server
 MAX_JOBS = 8
-
-
-class Failed(Exception):
-    pass
-
-
-def check(cond, what):
-    if not cond:
-        raise Failed(what)
 
 
 def normal_jobs(n):
@@ -86,7 +71,7 @@ MALFORMED = [
     [b""],                                    # only a delimiter: empty request
     [b"run"],                                 # empty argv
     [b"frobnicate", b"x"],                    # unknown request type
-    [b"run", b"echo", b"y" * 100000],         # oversized frame
+    [b"run", b"echo"] + [b"y" * 40000] * 2,   # a request over --max-request
     [b"run", b"/nonexistent/zreap-prog"],     # no such file
     [b"run", b"zreap-no-such-program"],       # not in PATH
     [b"cancel"],                              # missing id
@@ -96,37 +81,10 @@ MALFORMED = [
 ]
 
 
-def start_server(args, extra_env=None):
-    cmd = [args.server, "--endpoint", "tcp://127.0.0.1:*", "--max-jobs", str(MAX_JOBS),
-           "--output-cap", str(CAP), "--grace", str(GRACE_MS)]
-    if args.backend:
-        cmd += ["--backend", args.backend]
-    err = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err)
-    ready, _, _ = select.select([proc.stdout], [], [], 10)
-    line = proc.stdout.readline().decode() if ready else ""
-    m = re.match(r"jobserver: listening on (\S+) \(backend (\w+)", line)
-    if not m:
-        proc.kill()
-        proc.wait()
-        err.seek(0)
-        raise Failed(f"server did not start: {line!r} {err.read().decode()!r}")
-    return proc, err, m.group(1), m.group(2)
-
-
-def children_of(pid):
-    kids = []
-    for f in glob.glob(f"/proc/{pid}/task/*/children"):
-        with open(f) as fh:
-            kids += fh.read().split()
-    return kids
-
-
-def recv(sock, deadline):
-    left = deadline - time.monotonic()
-    if left <= 0 or not sock.poll(int(left * 1000)):
-        raise Failed("timed out waiting for a reply")
-    return sock.recv_multipart()
+def start_server(args):
+    return Server(args.server, ["--endpoint", "tcp://127.0.0.1:*", "--max-jobs", str(MAX_JOBS),
+                                "--output-cap", str(CAP), "--grace", str(GRACE_MS)],
+                  backend=args.backend)
 
 
 def phase_jobs(args, sock, deadline, tmpdir):
@@ -290,8 +248,9 @@ def phase_health(args, sock, proc, endpoint, deadline):
     check(msg[0] == b"pong", f"ping answered {msg}")
     check(b"running=0 queued=0 finished=210" in msg[1], f"ping: {msg[1]}")
     # Every child reaped: the server has no child process left, zombie or not.
-    kids = children_of(proc.pid)
+    kids = job_children_of(proc.pid)
     check(not kids, f"server still has children {kids}")
+    check(len(children_of(proc.pid)) == 1, "the server's warden is not running")
     if args.client:
         out = subprocess.run([args.client, "--endpoint", endpoint, "--timeout", "10000",
                               "run", "sh", "-c", "echo from-jobclient; exit 4"],
@@ -350,36 +309,32 @@ def main():
     ap.add_argument("--seed", type=int, default=20240607)
     args = ap.parse_args()
     deadline = time.monotonic() + args.timeout
-    proc = err = None
+    server = None
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
     try:
         with tempfile.TemporaryDirectory() as tmpdir:
-            proc, err, endpoint, backend = start_server(args)
-            check(not args.backend or backend == args.backend,
-                  f"server runs backend {backend}, asked for {args.backend}")
-            print(f"jobserver_test: backend {backend}, server at {endpoint}, seed {args.seed}")
-            sock.connect(endpoint)
+            server = start_server(args)
+            print(f"jobserver_test: backend {server.backend}, server at {server.endpoint}, "
+                  f"seed {args.seed}")
+            sock.connect(server.endpoint)
             phase_jobs(args, sock, deadline, tmpdir)
             phase_vanished(sock, deadline, tmpdir)
             phase_grandchild(sock, deadline)
-            phase_health(args, sock, proc, endpoint, deadline)
-            phase_shutdown(sock, proc, deadline, tmpdir)
+            phase_health(args, sock, server.proc, server.endpoint, deadline)
+            phase_shutdown(sock, server.proc, deadline, tmpdir)
     except Failed as e:
         print(f"FAILED: {e}")
-        if err is not None:
-            err.seek(0)
-            tail = err.read().decode(errors="replace")[-2000:]
-            if tail:
-                print("server stderr (tail):\n" + tail)
+        tail = server.log()[-2000:] if server else ""
+        if tail:
+            print("server stderr (tail):\n" + tail)
         return 1
     finally:
         sock.close()
         ctx.term()
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if server is not None:
+            server.stop()
     print("jobserver_test: PASS")
     return 0
 

@@ -7,9 +7,13 @@
     program ends by itself, exit 0, having reported six terminations and every message.
  2. SIGINT while a child sleeps for a minute: the child is ended and reaped through the
     loop, the program exits 0 at once.
+ 3. A request of two frames is echoed whole, both frames, in one reply.
+ 4. --sleep beyond a day is refused at start (3000000000 ms once overflowed an int).
+ 5. --burst 100: 100 children exit at once; the loop reports all 100 and leaves no zombie.
 Exits 0 when all holds, 1 otherwise.
 """
 import argparse
+import glob
 import os
 import re
 import select
@@ -93,6 +97,71 @@ def phase_sigint(args, deadline):
     print(f"phase 2: SIGINT ended the child and the program in {time.monotonic() - t0:.2f} s")
 
 
+def phase_multiframe(args, ctx, deadline):
+    proc, endpoint = start(args, ["--sleep", "60000", "60000"])
+    try:
+        req = ctx.socket(zmq.REQ)
+        req.linger = 0
+        req.connect(endpoint)
+        req.send_multipart([b"first", b"second"])
+        check(req.poll(5000), "a two-frame request was not answered")
+        reply = req.recv_multipart()
+        check(reply == [b"first", b"second"], f"two-frame request echoed as {reply}")
+        req.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        finish(proc, deadline)
+    print("phase 3: a two-frame request was echoed whole")
+
+
+def phase_bad_sleep(args, deadline):
+    cmd = [args.program, "--endpoint", "tcp://127.0.0.1:*", "--sleep", "3000000000", "3000000000"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, timeout=max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise Failed("--sleep 3000000000 was not refused")
+    check(out.returncode == 2 and b"bad --sleep" in out.stderr,
+          f"--sleep 3000000000: exit {out.returncode} {out.stderr!r}")
+    print("phase 4: --sleep 3000000000 refused")
+
+
+def phase_burst(args, deadline):
+    cmd = [args.program, "--burst", "100"] + (["--backend", args.backend] if args.backend else [])
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    try:
+        line = b""
+        while b"burst of" not in line:
+            ready, _, _ = select.select([proc.stdout], [], [], max(0, deadline - time.monotonic()))
+            check(ready, "pollchild --burst did not report")
+            line = proc.stdout.readline()
+            check(line, "pollchild --burst ended without a report")
+        check(b"burst of 100 exits: 100 reported" in line, f"burst: {line!r}")
+        # It waits for EOF on stdin: whatever it left unreaped is still there.
+        zombies = [k for k in children(proc.pid) if state(k) == "Z"]
+        check(not zombies, f"zombies left: {zombies}")
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=max(1, deadline - time.monotonic()))
+    check(proc.returncode == 0, f"pollchild --burst exited {proc.returncode}")
+    print("phase 5: a burst of 100 simultaneous exits: 100 reported, no zombie")
+
+
+def children(pid):
+    kids = []
+    for f in glob.glob(f"/proc/{pid}/task/*/children"):
+        with open(f) as fh:
+            kids += fh.read().split()
+    return kids
+
+
+def state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--program", required=True)
@@ -104,6 +173,9 @@ def main():
     try:
         phase_generations(args, ctx, deadline)
         phase_sigint(args, deadline)
+        phase_multiframe(args, ctx, deadline)
+        phase_bad_sleep(args, deadline)
+        phase_burst(args, deadline)
     except Failed as e:
         print(f"FAILED: {e}")
         return 1
