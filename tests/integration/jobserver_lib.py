@@ -176,11 +176,23 @@ def monitored_dealer(ctx, endpoint, events, **opts):
     socket for those events, attached before it connects: (socket, monitor or None)."""
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
+    # A DEALER whose only peer was dropped (a refused handshake) blocks a send forever:
+    # every send is bounded.
+    sock.sndtimeo = 10000
     for name, value in opts.items():
         sock.setsockopt(getattr(zmq, name), value)
     mon = sock.get_monitor_socket(events) if events else None
     sock.connect(endpoint)
     return sock, mon
+
+
+def send_if_possible(sock, frames):
+    """Sends without blocking; a socket with no peer left (refused in its handshake) may have
+    nowhere to queue the message, which is fine where the point is that nothing arrives."""
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        pass
 
 
 def wait_event(mon, deadline, wanted, what):
