@@ -33,10 +33,12 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <zreap/zreap.hpp>
+
 #include "curve_keys.hpp"
-#include "signal_pipe.hpp"
 #include "zmq_frames.hpp"
 
 namespace {
@@ -112,7 +114,9 @@ int show_result(const frames& r) {
 }
 
 // The client's socket, with a monitor that tells a refused CURVE key or a lost connection
-// from a server that is merely slow, and SIGINT/SIGTERM as an fd.
+// from a server that is merely slow, and SIGINT/SIGTERM as events. The signals come through a
+// zreap loop embedded in the client's own zmq_poll (loop::prepare and loop::dispatch): the
+// client keeps its simple wait, and zreap owns the handlers.
 class connection {
   public:
     enum class event { message, timeout, signal, lost, refused };
@@ -120,6 +124,8 @@ class connection {
     connection(const std::string& endpoint, const std::optional<examples::curve_pair>& key,
                const std::string& server_key)
         : endpoint_(endpoint) {
+        for (int sig : {SIGINT, SIGTERM})
+            signals_.add_signal(sig, [this](int signo) { pending_signal_ = signo; });
         ctx_ = zmq_ctx_new();
         // DEALER, not REQ: a run request has two replies (accepted, then the result).
         sock_ = zmq_socket(ctx_, ZMQ_DEALER);
@@ -160,7 +166,7 @@ class connection {
         for (;;) {
             if (examples::recv_frames(sock_, msg, ZMQ_DONTWAIT))
                 return event::message;
-            if (int sig = sigs_.take()) {
+            if (int sig = std::exchange(pending_signal_, 0)) {
                 last_signal_ = sig;
                 return event::signal;
             }
@@ -174,11 +180,16 @@ class connection {
                     return event::timeout;
                 wait_ms = static_cast<long>(left.count());
             }
-            zmq_pollitem_t items[3] = {{sock_, 0, ZMQ_POLLIN, 0},
-                                       {mon_, 0, ZMQ_POLLIN, 0},
-                                       {nullptr, sigs_.fd(), ZMQ_POLLIN, 0}};
-            if (zmq_poll(items, 3, wait_ms) < 0 && zmq_errno() != EINTR)
-                throw std::runtime_error(std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
+            std::vector<zmq_pollitem_t> items{{sock_, 0, ZMQ_POLLIN, 0}, {mon_, 0, ZMQ_POLLIN, 0}};
+            const std::size_t mine = items.size();
+            const long zreap_wait = signals_.prepare(items);
+            if (zreap_wait >= 0 && (wait_ms < 0 || zreap_wait < wait_ms))
+                wait_ms = zreap_wait;
+            const int rc = zmq_poll(items.data(), static_cast<int>(items.size()), wait_ms);
+            const int err = zmq_errno();
+            signals_.dispatch(items.data() + mine, items.size() - mine);  // after every poll
+            if (rc < 0 && err != EINTR)
+                throw std::runtime_error(std::string("zmq_poll: ") + zmq_strerror(err));
         }
     }
     const std::string& why() const noexcept { return why_; }
@@ -213,7 +224,8 @@ class connection {
     }
 
     std::string endpoint_;
-    examples::signal_pipe sigs_;
+    zreap::loop signals_;  // owns the SIGINT and SIGTERM handlers while the connection lives
+    int pending_signal_ = 0;
     void* ctx_ = nullptr;
     void* sock_ = nullptr;
     void* mon_ = nullptr;

@@ -52,6 +52,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -65,7 +66,6 @@
 #include "curve_keys.hpp"
 #include "job_warden.hpp"
 #include "jobserver_access.hpp"
-#include "signal_pipe.hpp"
 
 namespace {
 
@@ -899,8 +899,14 @@ int run(const options& o) {
     if (!o.allow_programs.empty())
         allow = std::make_unique<examples::program_allow_list>(o.allow_programs);
 
-    examples::signal_pipe sigs;
     zreap::loop lp = o.backend ? zreap::loop(*o.backend) : zreap::loop();
+    // SIGINT and SIGTERM as loop events, owned from the start so that one that comes before
+    // the loop runs is not the default death: the loop's handler notes it on whatever thread
+    // the kernel picks (libzmq's included), and the shutdown runs on the loop's thread once
+    // the loop runs, when the server exists.
+    std::function<void(int)> on_stop_signal = [](int) {};
+    for (int sig : {SIGINT, SIGTERM})
+        lp.add_signal(sig, [&on_stop_signal](int signo) { on_stop_signal(signo); });
     // Forked while the process has one thread: before the zmq context starts its own.
     examples::job_warden warden;
 
@@ -979,10 +985,7 @@ int run(const options& o) {
     lp.add_socket(conns.socket(), ZMQ_POLLIN, [&](short) { srv.on_monitor(); });
     if (zap)
         lp.add_socket(zap->socket(), ZMQ_POLLIN, [&](short) { zap->on_ready(); });
-    lp.add_fd(sigs.fd(), ZMQ_POLLIN, [&](short) {
-        if (int sig = sigs.take())
-            srv.shut_down(sig);
-    });
+    on_stop_signal = [&srv](int signo) { srv.shut_down(signo); };
     lp.run();
     // The warden is reaped by its own destructor, not by the loop.
     lp.remove(warden_watch);

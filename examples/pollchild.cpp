@@ -35,7 +35,6 @@
 #include <zreap/zreap.hpp>
 
 #include "article/burst.hpp"
-#include "signal_pipe.hpp"
 
 namespace {
 
@@ -121,7 +120,6 @@ std::string seconds(int ms) {
 int run(options o) {
     if (o.endpoint.empty())
         o.endpoint = o.burst ? "inproc://pollchild" : "tcp://*:5433";
-    examples::signal_pipe sigs;
     zreap::loop lp = o.backend ? zreap::loop(*o.backend) : zreap::loop();
 
     void* ctx = zmq_ctx_new();
@@ -213,9 +211,9 @@ int run(options o) {
         // async-signal-safe functions, and malloc is not one.
         std::string line = "child: sleep(" + seconds(ms) + ")\n";
         std::fflush(stdout);  // else the child would print the parent's buffered lines again
-        // Until the child has reset SIGINT and SIGTERM, it runs the parent's handler, which
-        // would pass a SIGTERM meant for the child on to the parent's signal pipe: blocked
-        // around fork, such a signal waits until the child can die of it.
+        // Until the child has reset SIGINT and SIGTERM, it runs the parent's handler (the
+        // loop's, from add_signal), which would wake the parent's loop instead of ending the
+        // child: blocked around fork, such a signal waits until the child can die of it.
         sigset_t stop_signals, saved;
         sigemptyset(&stop_signals);
         sigaddset(&stop_signals, SIGINT);
@@ -251,20 +249,23 @@ int run(options o) {
             start_child();
         });
     };
-    start_child();
 
     // SIGINT/SIGTERM: end the sleeping child and let the loop reap it as usual, so no
     // zombie outlives the parent even for a moment; its exit callback then stops the loop.
-    lp.add_fd(sigs.fd(), ZMQ_POLLIN, [&](short) {
-        int sig = sigs.take();
-        if (!sig || stopped_by)
+    // Handled by the loop before the first child starts: a signal that comes once the first
+    // child is there must find the handler.
+    auto on_stop_signal = [&](int sig) {
+        if (stopped_by)
             return;
         stopped_by = sig;
         if (current > 0)
             kill(current, SIGTERM);
         else
             lp.stop();
-    });
+    };
+    lp.add_signal(SIGINT, on_stop_signal);
+    lp.add_signal(SIGTERM, on_stop_signal);
+    start_child();
 
     lp.run();
 
