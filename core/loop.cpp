@@ -34,6 +34,7 @@
 #include "child_state.hpp"
 #include "child_watcher.hpp"
 #include "error.hpp"
+#include "fd_limit.hpp"
 #include "loop_access.hpp"
 #include "signals.hpp"
 #include "unique_fd.hpp"
@@ -555,7 +556,14 @@ struct loop::impl {
             detail::throw_errno(EEXIST,
                                 what() + ": already watched by a zreap loop in this process");
         try {
-            watcher->watch(pid, pidfd, si.si_pid != 0);
+            try {
+                watcher->watch(pid, pidfd, si.si_pid != 0);
+            } catch (const std::system_error& e) {
+                // One fd per child (pidfd): out of them at the soft limit, raise it once.
+                if (e.code().value() != EMFILE || !opts.raise_fd_limit || !detail::raise_fd_limit())
+                    throw;
+                watcher->watch(pid, pidfd, si.si_pid != 0);
+            }
         } catch (...) {
             detail::release_pid(pid);
             throw;
@@ -1026,6 +1034,10 @@ namespace detail {
 
 backend loop_backend(const loop::impl& lp) noexcept {
     return lp.id;
+}
+
+bool loop_raises_fd_limit(const loop::impl& lp) noexcept {
+    return lp.opts.raise_fd_limit;
 }
 
 source_id watch_spawned(loop::impl& lp, const std::shared_ptr<child::state>& owner,

@@ -19,6 +19,9 @@ struct loop_access {
 /// The loop's backend.
 backend loop_backend(const loop::impl& lp) noexcept;
 
+/// loop_options::raise_fd_limit.
+bool loop_raises_fd_limit(const loop::impl& lp) noexcept;
+
 /// Watches a child that zreap::spawn started: as loop::watch_child, but the loop also
 /// marks @p owner reaped at the reap, lends @p owner's pidfd to the backend (one fd for
 /// both), and kills the child at destruction under destroy_policy::kill_spawned.

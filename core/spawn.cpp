@@ -26,6 +26,7 @@
 
 #include "child_state.hpp"
 #include "error.hpp"
+#include "fd_limit.hpp"
 #include "loop_access.hpp"
 #include "pipe.hpp"
 #include "spawn_child.hpp"
@@ -137,6 +138,14 @@ ZREAP_CHILD_CODE void spawn_child_main(const spawn_plan& p) noexcept {
     if (p.cwd && ::chdir(p.cwd) < 0)
         report_and_exit(p, err, spawn_stage::chdir, errno);
 
+    if (p.restore_nofile) {
+        struct rlimit rl;
+        rl.rlim_cur = p.nofile_soft;
+        rl.rlim_max = p.nofile_hard;
+        if (::setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            report_and_exit(p, err, spawn_stage::setrlimit, errno);
+    }
+
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -185,6 +194,8 @@ const char* stage_name(int stage) noexcept {
             return "execve";
         case spawn_stage::parent_death_signal:
             return "setting the parent-death signal (prctl PR_SET_PDEATHSIG)";
+        case spawn_stage::setrlimit:
+            return "restoring RLIMIT_NOFILE";
     }
     return "child setup";
 }
@@ -362,7 +373,30 @@ void child::terminate(std::chrono::milliseconds grace) {
     });
 }
 
+namespace {
+// Everything spawn() does; returns the new child's state.
+std::shared_ptr<child::state> spawn_once(loop& lp, const spawn_options& o,
+                                         std::function<void(const exit_status&)> on_exit);
+}  // namespace
+
 child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_status&)> on_exit) {
+    // Nothing is left behind when spawn_once throws, so it can be tried again once the fd
+    // limit is raised (one pidfd per child with the pidfd backend, plus the pipes).
+    try {
+        return child(spawn_once(lp, o, on_exit));
+    } catch (const std::system_error& e) {
+        if (e.code().value() != EMFILE ||
+            !detail::loop_raises_fd_limit(*detail::loop_access::state(lp)) ||
+            !detail::raise_fd_limit())
+            throw;
+    }
+    return child(spawn_once(lp, o, std::move(on_exit)));
+}
+
+namespace {
+
+std::shared_ptr<child::state> spawn_once(loop& lp, const spawn_options& o,
+                                         std::function<void(const exit_status&)> on_exit) {
     std::string what = "zreap::spawn(" + (o.argv.empty() ? std::string() : o.argv[0]) + ")";
     if (o.argv.empty())
         throw_errno(EINVAL, what + ": empty argv");
@@ -565,6 +599,14 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
     plan.stderr_to_stdout = o.stderr_to_stdout;
     plan.parent_death_signal = o.parent_death_signal;
     plan.parent_pid = ::getpid();
+    if (rlim_t soft; detail::fd_limit_before_raise(soft)) {
+        struct rlimit now {};
+        if (::getrlimit(RLIMIT_NOFILE, &now) == 0 && now.rlim_cur != soft) {
+            plan.restore_nofile = true;
+            plan.nofile_soft = std::min(soft, now.rlim_max);
+            plan.nofile_hard = now.rlim_max;
+        }
+    }
 
     // Every signal blocked around the creation: no handler may run in a child that shares
     // our memory before it has reset its dispositions.
@@ -657,7 +699,9 @@ child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_stat
         reap_blocking(pid);
         throw;
     }
-    return child(std::move(st));
+    return st;
 }
+
+}  // namespace
 
 }  // namespace zreap

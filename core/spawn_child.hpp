@@ -7,6 +7,7 @@
 // multi-threaded process, so child_main() uses only async-signal-safe calls and never
 // allocates: the parent prepares every string, array and fd number in a spawn_plan first.
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -16,7 +17,15 @@
 namespace zreap::detail {
 
 /// Where in the child a failure happened; sent to the parent with the errno.
-enum class spawn_stage : int { dup2 = 1, setsid, setpgid, chdir, exec, parent_death_signal };
+enum class spawn_stage : int {
+    dup2 = 1,
+    setsid,
+    setpgid,
+    chdir,
+    exec,
+    parent_death_signal,
+    setrlimit
+};
 
 /// The child's error report: 8 bytes written once, to the close-on-exec error pipe (fork,
 /// vfork) or into the parent's memory (clone with CLONE_VM, spawn_plan::report). stage 0:
@@ -64,6 +73,12 @@ struct spawn_plan {
     /// parent's pid, compared with getppid() afterwards to catch a parent that died first.
     int parent_death_signal = 0;
     pid_t parent_pid = 0;
+
+    /// The loop raised the soft RLIMIT_NOFILE (loop_options::raise_fd_limit): the child gets
+    /// nofile_soft back before it execs.
+    bool restore_nofile = false;
+    rlim_t nofile_soft = 0;
+    rlim_t nofile_hard = 0;
 };
 
 /// Marks code that runs in the child before execve. The sanitizers' instrumentation assumes

@@ -23,6 +23,7 @@
 
 using namespace zreap_test;
 using zreap::exit_status;
+using zreap::spawn_options;
 
 namespace {
 
@@ -301,6 +302,96 @@ TEST_P(ContractFeatures, ExitReportCarriesResourceUsage) {
                     std::string(zreap::to_string(GetParam())).c_str(),
                     s.usage.user_cpu.count() / 1e3, s.usage.system_cpu.count() / 1e3,
                     s.usage.max_rss_kib);
+    }
+}
+
+// Under a low soft RLIMIT_NOFILE, a loop whose backend needs an fd per child (pidfd) raises
+// the soft limit to the hard one instead of refusing children with EMFILE, and a spawned
+// child gets the limit the process had; with raise_fd_limit = false, EMFILE names the limit.
+TEST_P(ContractFeatures, FdLimitIsRaisedInsteadOfRefusingChildren) {
+    struct rlimit rl {};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < 1024)
+        GTEST_SKIP() << "SKIPPED: the hard RLIMIT_NOFILE is only " << rl.rlim_max;
+    const zreap::backend b = GetParam();
+    for (bool raise : {true, false}) {
+        SCOPED_TRACE(raise ? "raise_fd_limit" : "no raise");
+        std::string failure = in_forked_child([b, raise]() -> std::string {
+            struct rlimit low {};
+            CHILD_CHECK(::getrlimit(RLIMIT_NOFILE, &low) == 0);
+            const rlim_t hard = low.rlim_max;
+            low.rlim_cur = 64;
+            CHILD_CHECK(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+            zreap::loop_options opts;
+            opts.which = b;
+            opts.raise_fd_limit = raise;
+            zreap::loop lp(opts);
+            gated_group kids;
+            int reported = 0;
+            int watched = 0;
+            std::string refusal;
+            for (int i = 0; i < 150; ++i) {
+                pid_t pid = kids.add(i % 100);
+                try {
+                    lp.watch_child(pid, [&](const exit_status&) { ++reported; });
+                    ++watched;
+                } catch (const std::system_error& e) {
+                    refusal = e.what();
+                    CHILD_CHECK(e.code().value() == EMFILE);
+                    ::kill(pid, SIGKILL);
+                    ::waitpid(pid, nullptr, 0);
+                    break;
+                }
+            }
+            struct rlimit now {};
+            CHILD_CHECK(::getrlimit(RLIMIT_NOFILE, &now) == 0);
+            const bool needs_fds = b == zreap::backend::pidfd;
+            if (raise || !needs_fds) {
+                CHILD_CHECK(watched == 150);
+                CHILD_CHECK(now.rlim_cur == (needs_fds ? hard : 64));
+            } else {
+                CHILD_CHECK(watched < 150);
+                CHILD_CHECK(refusal.find("RLIMIT_NOFILE") != std::string::npos);
+                CHILD_CHECK(now.rlim_cur == 64);
+            }
+            if (!raise && needs_fds) {
+                // The table is full, and stays so: spawn says EMFILE too.
+                spawn_options o;
+                o.argv = {ZREAP_SPAWN_HELPER, "exit", "0"};
+                try {
+                    (void)zreap::spawn(lp, o, [](const exit_status&) {});
+                    return "spawn worked with a full fd table";
+                } catch (const std::system_error& e) {
+                    CHILD_CHECK(e.code().value() == EMFILE);
+                }
+                kids.open();
+                CHILD_CHECK(run_until(
+                    lp, [&] { return reported == watched; }, 20s));
+                return "";
+            }
+            // A spawned child gets the limit the process started with.
+            std::string out;
+            spawn_options o;
+            o.argv = {ZREAP_SPAWN_HELPER, "nofile"};
+            o.stdout_mode = zreap::stdio::pipe;
+            bool exited = false;
+            zreap::child c = zreap::spawn(lp, o, [&](const exit_status&) { exited = true; });
+            const int fd = c.stdout_fd();
+            lp.add_fd(fd, ZMQ_POLLIN, [&](short) {
+                char buf[64];
+                ssize_t n = ::read(fd, buf, sizeof buf);
+                if (n > 0)
+                    out.append(buf, static_cast<std::size_t>(n));
+            });
+            CHILD_CHECK(run_until(
+                lp, [&] { return exited; }, 20s));
+            CHILD_CHECK(out == "64\n");
+            kids.open();
+            CHILD_CHECK(run_until(
+                lp, [&] { return reported == watched; }, 20s));
+            return "";
+        });
+        EXPECT_EQ(failure, "");
     }
 }
 

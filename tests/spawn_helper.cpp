@@ -16,6 +16,7 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -139,6 +140,13 @@ int main(int argc, char** argv) {
         // stdout and stderr in turns, for stderr_to_stdout.
         return write_all(1, "out1 ", 5) && write_all(2, "err1 ", 5) && write_all(1, "out2", 4) ? 0
                                                                                                : 3;
+    }
+    if (mode == "nofile") {
+        struct rlimit rl {};
+        if (::getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return 3;
+        std::printf("%llu\n", static_cast<unsigned long long>(rl.rlim_cur));
+        return 0;
     }
     if (mode == "pause") {
         for (;;)

@@ -54,12 +54,12 @@ std::string fd_limit_remedy(std::size_t watched) {
         return known && v != RLIM_INFINITY ? std::to_string(v) : std::string("?");
     };
     return ": the fd table is full at the RLIMIT_NOFILE soft limit of " + show(rl.rlim_cur) +
-           " with " + std::to_string(watched) +
-           " children watched by this loop, one pidfd each. Raise the soft limit (ulimit -n, "
-           "setrlimit; the hard limit is " +
-           show(rl.rlim_max) +
-           "), or use the io_uring backend, which needs no fd per child but costs every exit "
-           "time in proportion to the children it watches (docs/backends/io_uring.md)";
+           " (hard limit " + show(rl.rlim_max) + ") with " + std::to_string(watched) +
+           " children watched by this loop, one pidfd each. Raise the limits (ulimit -n, "
+           "setrlimit; loop_options::raise_fd_limit raises the soft limit to the hard one "
+           "by itself), or use a backend with no fd per child: selfpipe, or io_uring, which "
+           "costs every exit time in proportion to the children it watches "
+           "(docs/backends/io_uring.md)";
 }
 
 class pidfd_watcher final : public child_watcher {

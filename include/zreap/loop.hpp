@@ -62,6 +62,13 @@ struct loop_options {
     /// held by a tracer cannot be reaped before the tracer lets go); any left then are
     /// released.
     destroy_policy children_at_destroy = destroy_policy::kill_spawned;
+    /// When watching or spawning a child fails with EMFILE (the pidfd backend needs one fd
+    /// per child: about 1,000 children under the usual soft RLIMIT_NOFILE of 1024), raise the
+    /// process's soft RLIMIT_NOFILE to its hard limit, once, and try again, as Go's runtime
+    /// does at start-up. zreap::spawn gives its children the soft limit the process had
+    /// before. False: EMFILE is thrown as it is. A program that uses select() gets fds
+    /// above 1023 where it would have had EMFILE; one that must keep the limit says false.
+    bool raise_fd_limit = true;
 };
 
 /// Counters a loop keeps about itself; tests and benchmarks read them.
