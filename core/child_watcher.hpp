@@ -95,6 +95,10 @@ class child_watcher {
     /// Wakeups where exits were found although nothing had woken the poll for them
     /// (sigaction's race); 0 for race-free backends.
     virtual std::uint64_t lost_wakeups() const noexcept { return 0; }
+
+    /// SIGCHLDs that reached a thread not blocking them and were turned into a wakeup by
+    /// the backend's handler (signalfd's rescue pipe); 0 for the other backends.
+    virtual std::uint64_t rescued_signals() const noexcept { return 0; }
 };
 
 /// One row of the backend table. Each compiled backend defines one, named
