@@ -61,7 +61,9 @@ class child_watcher {
     virtual const int* direct_fds() const noexcept { return nullptr; }
 
     /// The longest the loop may block in one zmq_poll call, in ms, or -1 for no limit.
-    /// Only a backend that can lose a wakeup returns a limit.
+    /// Asked right before each poll. Only a backend that can lose a wakeup (sigaction), or
+    /// that must look again at something no fd will announce (pidfd: a child whose exit a
+    /// tracer holds), returns a limit; reap() is called when the poll returns, as always.
     virtual int max_wait_ms() const noexcept { return -1; }
 
     /// Start watching @p pid. The loop has checked that @p pid is an unreaped child of
