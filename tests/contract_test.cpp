@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -726,6 +727,7 @@ TEST_P(Contract, TracedChildHeldByTracerNeitherSpinsNorIsLost) {
         std::string(zreap::to_string(GetParam())).c_str(), static_cast<unsigned long long>(polls),
         cpu, static_cast<long long>(hold.count()),
         std::chrono::duration<double, std::milli>(late).count());
+    std::fflush(stdout);  // before the next fork, which would copy what is buffered
     EXPECT_EQ(got[direct.pid()], 41);
     EXPECT_EQ(got[in_epoll.pid()], 42);
     EXPECT_EQ(got[tracer.pid()], 0);
