@@ -128,6 +128,9 @@ capabilities backend_capabilities(backend b) noexcept {
         case backend::signalfd:
             c.multiple_loops = false;
             c.needs_sigchld_blocked = true;
+            // The rescue: a SIGCHLD that reaches a thread not blocking it (see
+            // backends/signalfd).
+            c.installs_signal_handler = true;
             break;
         case backend::selfpipe:
             c.installs_signal_handler = true;

@@ -61,7 +61,9 @@ class child_watcher {
     virtual const int* direct_fds() const noexcept { return nullptr; }
 
     /// The longest the loop may block in one zmq_poll call, in ms, or -1 for no limit.
-    /// Only a backend that can lose a wakeup returns a limit.
+    /// Asked right before each poll. Only a backend that can lose a wakeup (sigaction), or
+    /// that must look again at something no fd will announce (pidfd: a child whose exit a
+    /// tracer holds), returns a limit; reap() is called when the poll returns, as always.
     virtual int max_wait_ms() const noexcept { return -1; }
 
     /// Start watching @p pid. The loop has checked that @p pid is an unreaped child of
@@ -95,6 +97,10 @@ class child_watcher {
     /// Wakeups where exits were found although nothing had woken the poll for them
     /// (sigaction's race); 0 for race-free backends.
     virtual std::uint64_t lost_wakeups() const noexcept { return 0; }
+
+    /// SIGCHLDs that reached a thread not blocking them and were turned into a wakeup by
+    /// the backend's handler (signalfd's rescue pipe); 0 for the other backends.
+    virtual std::uint64_t rescued_signals() const noexcept { return 0; }
 };
 
 /// One row of the backend table. Each compiled backend defines one, named

@@ -1027,6 +1027,7 @@ void loop::stop() noexcept {
 loop_stats loop::stats() const noexcept {
     loop_stats s = impl_->stats;
     s.lost_wakeups = impl_->watcher->lost_wakeups();
+    s.rescued_signals = impl_->watcher->rescued_signals();
     return s;
 }
 

@@ -36,6 +36,7 @@ std::atomic<int> forwarded{0};  // pthread_kill copies sent and not yet received
 std::mutex hub_mutex;  // guards install/restore and slot reservation, never taken in the handler
 int subscribers = 0;
 const char* signalfd_owner = nullptr;  // who holds the signalfd reservation, if anyone
+int rescue_slot = -1;                  // the reservation holder's rescue pipe, if subscribed
 struct sigaction previous {};
 
 void on_sigchld(int sig, siginfo_t* info, void* context) {
@@ -95,12 +96,18 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
 }
 
 int subscribe(int pipe_fd, std::atomic<int>* flag, sigchld_hints* hints, pthread_t thread,
-              const char* who) {
+              const char* who, bool signalfd_rescue = false) {
     std::lock_guard<std::mutex> lock(hub_mutex);
-    if (signalfd_owner)
+    if (signalfd_rescue) {
+        if (!signalfd_owner || rescue_slot >= 0)
+            throw_errno(EBUSY,
+                        std::string(who) + (signalfd_owner ? ": a rescue pipe is subscribed already"
+                                                           : ": no signalfd reservation is held"));
+    } else if (signalfd_owner) {
         throw_errno(EBUSY, std::string(who) + ": a loop using the " + signalfd_owner +
                                " blocks SIGCHLD in every thread and reads it itself; its "
                                "signal handler would never run");
+    }
     if (subscribers == 0) {
         require_reapable_sigchld(who);
         struct sigaction sa {};
@@ -128,6 +135,8 @@ int subscribe(int pipe_fd, std::atomic<int>* flag, sigchld_hints* hints, pthread
             slots_used.store(i + 1, std::memory_order_release);
         slots[i].state.store(active, std::memory_order_release);
         ++subscribers;
+        if (signalfd_rescue)
+            rescue_slot = i;
         return i;
     }
     if (subscribers == 0)
@@ -183,8 +192,17 @@ void sigchld_pipe::subscribe() {
         slot_ = sigchld_subscribe_pipe(pipe_.write.get(), who_);
 }
 
+void sigchld_pipe::subscribe_signalfd_rescue() {
+    if (slot_ < 0)
+        slot_ = sigchld_subscribe_signalfd_rescue(pipe_.write.get(), who_);
+}
+
 int sigchld_subscribe_pipe(int write_fd, const char* who) {
     return subscribe(write_fd, nullptr, nullptr, pthread_t{}, who);
+}
+
+int sigchld_subscribe_signalfd_rescue(int write_fd, const char* who) {
+    return subscribe(write_fd, nullptr, nullptr, pthread_t{}, who, true);
 }
 
 int sigchld_subscribe_flag(std::atomic<int>* flag, sigchld_hints* hints, pthread_t thread,
@@ -228,6 +246,8 @@ void sigchld_unsubscribe(int slot_index) noexcept {
     s.flag = nullptr;
     s.hints = nullptr;
     s.state.store(free_slot, std::memory_order_release);
+    if (slot_index == rescue_slot)
+        rescue_slot = -1;
     if (--subscribers == 0)
         ::sigaction(SIGCHLD, &previous, nullptr);
 }

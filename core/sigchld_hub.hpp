@@ -1,11 +1,11 @@
 #pragma once
 
 // One process-wide SIGCHLD handler shared by every loop of the signal-handler backends
-// (selfpipe, sigaction, libev). A handler is a process-wide resource: if each loop installed its
-// own, the second would overwrite the first and the first loop's destruction would restore
-// a disposition that the second still needs. The hub installs the handler when the first
-// subscriber arrives, restores exactly what it found when the last one leaves, and fans
-// each signal out to every subscriber:
+// (selfpipe, sigaction, libev), and by the signalfd backend for its safety net. A handler is a
+// process-wide resource: if each loop installed its own, the second would overwrite the first and
+// the first loop's destruction would restore a disposition that the second still needs. The hub
+// installs the handler when the first subscriber arrives, restores exactly what it found when the
+// last one leaves, and fans each signal out to every subscriber:
 //
 //   - a pipe subscriber gets the exited child's pid (si_pid, 0 if unknown) written to its
 //     pipe, as one atomic sizeof(pid_t) write; a full pipe is already readable, so EAGAIN
@@ -94,9 +94,17 @@ void sigchld_set_thread(int slot, pthread_t thread) noexcept;
 /// Reserves SIGCHLD for a loop that blocks it in every thread and reads it from a signalfd
 /// (the signalfd backend). A blocked SIGCHLD never reaches the hub's handler, and of two
 /// signalfds for it whichever is read first consumes the signal, so while the reservation
-/// is held there may be no subscriber and no second reservation, and subscribing fails.
-/// Throws std::system_error (EBUSY) naming @p who if that cannot be had.
+/// is held there may be no subscriber but the holder's own rescue pipe (below) and no
+/// second reservation, and subscribing fails. Throws std::system_error (EBUSY) naming
+/// @p who if that cannot be had.
 void sigchld_reserve_for_signalfd(const char* who);
+
+/// Subscribes the rescue pipe of the loop holding the signalfd reservation, the one
+/// subscriber the reservation admits: a SIGCHLD that reaches a thread which does not block
+/// it (so the signalfd never sees it) runs the handler there, which writes the pid to this
+/// pipe, in the signalfd loop's poll set. Throws std::system_error (EBUSY) if no
+/// reservation is held or a rescue pipe is subscribed already.
+int sigchld_subscribe_signalfd_rescue(int write_fd, const char* who);
 
 /// Gives up the reservation made by sigchld_reserve_for_signalfd().
 void sigchld_release_signalfd() noexcept;
@@ -114,6 +122,10 @@ class sigchld_pipe {
 
     /// Subscribes the pipe (sigchld_subscribe_pipe); at most once.
     void subscribe();
+
+    /// Subscribes the pipe as the signalfd reservation's rescue pipe
+    /// (sigchld_subscribe_signalfd_rescue); at most once.
+    void subscribe_signalfd_rescue();
 
     /// The read end, for the poll set.
     int fd() const noexcept { return pipe_.read.get(); }

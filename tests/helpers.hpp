@@ -8,17 +8,21 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <zreap/zreap.hpp>
 
@@ -150,6 +154,58 @@ struct gated_group {
             ::close(gate[1]);
         gate[1] = -1;
     }
+};
+
+/// A thread that only waits, and unblocks SIGCHLD when unblock_sigchld() is called. It
+/// starts with its creator's mask, then runs @p first (if given) in itself; the constructor
+/// returns once it has, so that the thread is past its creation (glibc blocks every signal
+/// in a thread being created) and its mask is the one the test meant.
+class mask_thread {
+  public:
+    explicit mask_thread(std::function<void()> first = {}) {
+        thread_ = std::thread([this, first] {
+            if (first)
+                first();
+            std::unique_lock<std::mutex> lock(m_);
+            tid_ = static_cast<pid_t>(::syscall(SYS_gettid));
+            cv_.notify_all();
+            cv_.wait(lock, [this] { return unblock_; });
+            sigset_t chld;
+            sigemptyset(&chld);
+            sigaddset(&chld, SIGCHLD);
+            pthread_sigmask(SIG_UNBLOCK, &chld, nullptr);
+            unblocked_ = true;
+            cv_.notify_all();
+            cv_.wait(lock, [this] { return quit_; });
+        });
+        std::unique_lock<std::mutex> lock(m_);
+        cv_.wait(lock, [this] { return tid_ != 0; });
+    }
+    ~mask_thread() {
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            unblock_ = quit_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+    mask_thread(const mask_thread&) = delete;
+    mask_thread& operator=(const mask_thread&) = delete;
+    pid_t tid() const { return tid_; }
+    /// Returns once the thread has unblocked SIGCHLD.
+    void unblock_sigchld() {
+        std::unique_lock<std::mutex> lock(m_);
+        unblock_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [this] { return unblocked_; });
+    }
+
+  private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::thread thread_;
+    pid_t tid_ = 0;
+    bool unblock_ = false, unblocked_ = false, quit_ = false;
 };
 
 /// Waits (without reaping) until @p pid is a zombie.

@@ -230,6 +230,10 @@ TEST(LoopDispatch, CallbackRemovesEverythingAndStops) {
     }));
     lp.run();
     EXPECT_EQ(lp.size(), 0u);
+    // Removed before it exited, so it is ours to reap; left behind, it was still running
+    // when the SIGCHLD hub tests that follow check that no child is left.
+    child.open();
+    EXPECT_EQ(::waitpid(child.pid(), nullptr, 0), child.pid());
 }
 
 TEST(LoopExceptions, ThrowLeavesRunAndLoopStaysUsable) {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <map>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -221,6 +222,51 @@ TEST_F(SigchldHub, ChildrenExitingOnTwoThreadsEachPidAtMostOnce) {
     EXPECT_GT(taken.size(), 0u);
     for (pid_t p : all)
         reap(p);
+}
+
+// The signalfd reservation keeps every handler subscriber out (its loop blocks SIGCHLD, so
+// their handler would never run), except the reservation holder's own rescue pipe: the
+// handler then writes the pid of a child whose SIGCHLD reached a thread that does not block
+// it (here the test's thread) to that pipe.
+TEST_F(SigchldHub, SignalfdReservationAdmitsOnlyItsRescuePipe) {
+    using namespace zreap::detail;
+    auto code_of = [](auto&& f) {
+        try {
+            f();
+        } catch (const std::system_error& e) {
+            return e.code().value();
+        }
+        return 0;
+    };
+    sigchld_pipe early("hub test");
+    EXPECT_EQ(code_of([&] { early.subscribe_signalfd_rescue(); }), EBUSY)
+        << "a rescue pipe without a reservation";
+    sigchld_reserve_for_signalfd("hub test");
+    struct release {
+        ~release() { sigchld_release_signalfd(); }
+    } released_at_end;
+    sigchld_pipe other("hub test");
+    EXPECT_EQ(code_of([&] { other.subscribe(); }), EBUSY);
+    std::atomic<int> flag{0};
+    EXPECT_EQ(code_of([&] { sigchld_subscribe_flag(&flag, nullptr, pthread_self(), "hub test"); }),
+              EBUSY);
+    {
+        sigchld_pipe rescue("hub test");
+        rescue.subscribe_signalfd_rescue();
+        sigchld_pipe second("hub test");
+        EXPECT_EQ(code_of([&] { second.subscribe_signalfd_rescue(); }), EBUSY);
+
+        pid_t pid = exit_now(0);
+        std::vector<pid_t> got;
+        const auto end = clock_type::now() + 10s;
+        while (got.empty() && clock_type::now() < end) {
+            rescue.take([&](pid_t p) { got.push_back(p); });
+            sched_yield();
+        }
+        EXPECT_EQ(got, std::vector<pid_t>{pid});
+        reap(pid);
+    }
+    // The rescue pipe gone, the handler is gone too (TearDown checks the disposition).
 }
 
 }  // namespace

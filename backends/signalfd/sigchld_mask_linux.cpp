@@ -7,10 +7,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "error.hpp"
 #include "unique_fd.hpp"
@@ -57,14 +62,37 @@ bool read_small_file(const char* path, char* buf, std::size_t size) {
     return len > 0;
 }
 
-// 1 if the status text says SIGCHLD is blocked, 0 if not, -1 if it has no SigBlk line.
-int sigchld_blocked_in_status(const char* status) {
+// The low 64 bits of the SigBlk mask in the status text (bit n-1 for signal n), in @p mask;
+// false if there is no SigBlk line. The kernel prints _NSIG bits in hex, most significant
+// first: 16 digits on most architectures, more on a few (MIPS: 128 signals).
+bool sigblk_in_status(const char* status, std::uint64_t& mask) {
     const char* line = std::strstr(status, "\nSigBlk:");
     if (!line)
-        return -1;
-    // A hex mask, bit n-1 for signal n.
-    unsigned long long mask = std::strtoull(line + 8, nullptr, 16);
-    return (mask >> (SIGCHLD - 1)) & 1u ? 1 : 0;
+        return false;
+    const char* p = line + 8;
+    while (*p == ' ' || *p == '\t')
+        ++p;
+    const char* end = p;
+    while (std::isxdigit(static_cast<unsigned char>(*end)))
+        ++end;
+    if (end == p)
+        return false;
+    mask = 0;
+    for (const char* d = end - std::min<std::ptrdiff_t>(end - p, 16); d < end; ++d) {
+        const int c = std::tolower(static_cast<unsigned char>(*d));
+        mask = mask << 4 | static_cast<std::uint64_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+    }
+    return true;
+}
+
+constexpr std::uint64_t bit(int sig) {
+    return std::uint64_t{1} << (sig - 1);
+}
+
+// Every signal blocked that can be, libc's internal ones included: a thread being created
+// (see sigchld_thread_check). SIGKILL and SIGSTOP never show as blocked.
+bool being_created(std::uint64_t mask) {
+    return (mask | bit(SIGKILL) | bit(SIGSTOP)) == ~std::uint64_t{0};
 }
 
 }  // namespace
@@ -85,21 +113,43 @@ void sigchld_thread_check::check(bool only_new) {
             now.push_back(tid);
     }
     std::sort(now.begin(), now.end());
+    // Built aside and kept only if no thread is refused, so that a refused thread is read
+    // again next time.
+    std::vector<pid_t> recorded;
+    std::vector<unsettled_thread> unsettled;
+    std::optional<std::chrono::steady_clock::time_point> clock_now;  // read when first needed
     char path[64];
     char status[4096];
     for (pid_t tid : now) {
-        if (only_new && std::binary_search(seen_.begin(), seen_.end(), tid))
+        auto was = std::lower_bound(unsettled_.begin(), unsettled_.end(), tid,
+                                    [](const unsettled_thread& u, pid_t t) { return u.tid < t; });
+        const bool was_unsettled = was != unsettled_.end() && was->tid == tid;
+        if (only_new && !was_unsettled && std::binary_search(seen_.begin(), seen_.end(), tid)) {
+            recorded.push_back(tid);
             continue;
+        }
         std::snprintf(path, sizeof path, "/proc/self/task/%d/status", static_cast<int>(tid));
         // A thread that ended since the listing is no longer a place a signal can go.
         if (!read_small_file(path, status, sizeof status))
             continue;
-        int blocked = sigchld_blocked_in_status(status);
-        if (blocked < 0)
+        std::uint64_t mask = 0;
+        if (!sigblk_in_status(status, mask))
             throw_errno(ENOTSUP, std::string(who_) + ": no SigBlk line in " + path +
                                      ", cannot check that every thread blocks SIGCHLD");
-        if (blocked)
+        if (being_created(mask)) {
+            if (!clock_now)
+                clock_now = std::chrono::steady_clock::now();
+            const auto first = was_unsettled ? was->first_seen : *clock_now;
+            if (*clock_now - first >= settle_window)
+                recorded.push_back(tid);  // blocks everything for good
+            else
+                unsettled.push_back({tid, first});
             continue;
+        }
+        if (mask & bit(SIGCHLD)) {
+            recorded.push_back(tid);
+            continue;
+        }
         std::string name;
         std::snprintf(path, sizeof path, "/proc/self/task/%d/comm", static_cast<int>(tid));
         char comm[64];
@@ -117,7 +167,8 @@ void sigchld_thread_check::check(bool only_new) {
                         "before other threads, which then inherit the blocked mask, or use "
                         "another backend");
     }
-    seen_ = std::move(now);
+    seen_ = std::move(recorded);
+    unsettled_ = std::move(unsettled);
 }
 
 }  // namespace zreap::detail

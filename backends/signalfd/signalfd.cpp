@@ -1,14 +1,29 @@
 // signalfd backend: SIGCHLD is blocked in every thread of the process, so it stays pending
 // until read from a signalfd that sits in the zmq_poll set. A pending signal keeps the
-// signalfd readable, so an exit just before zmq_poll still wakes it, and no handler runs.
+// signalfd readable, so an exit just before zmq_poll still wakes it.
 //
 // Blocked in every thread is the whole difference between working and losing exits: a
-// thread that leaves SIGCHLD unblocked can receive it, the default disposition discards
-// it there, and the signalfd never sees it (facts.md measured 4/20 and 13/20 exits lost
-// that way). The loop blocks SIGCHLD in the thread that makes it and refuses, naming the
-// thread, if any other thread leaves it unblocked: every thread at construction, and on
-// every watch() the threads created since (a thread that was checked and later unblocks
-// SIGCHLD itself cannot be seen cheaply; docs/backends/signalfd.md says so).
+// thread that leaves SIGCHLD unblocked can receive it, and the signalfd never sees it. Two
+// defences, because neither is enough alone:
+//
+//   - the check (sigchld_mask_linux): the loop blocks SIGCHLD in the thread that makes it
+//     and refuses, naming the thread, if any other thread visibly leaves it unblocked:
+//     every thread at construction, and on every watch() the threads created since and
+//     those still being created at the last check. It cannot see a thread that unblocks
+//     SIGCHLD after it was checked, nor one that is about to when it is read;
+//   - the rescue: while the loop lives, the process-wide SIGCHLD handler of core/sigchld_hub
+//     is installed with this loop's rescue pipe as its one subscriber. It never runs while
+//     every thread blocks SIGCHLD; a SIGCHLD that reaches a thread which does not block it
+//     runs it there, and it writes the pid to the rescue pipe, which the loop polls as a
+//     direct fd beside the signalfd: the exit is reaped as usual and counted
+//     (loop_stats::rescued_signals). Without it such a signal was discarded (SIG_DFL):
+//     200 tries of "start a thread, make the loop, fork, watch" lost 21 and 102 exits in
+//     two runs (ContractThreads.ThreadStartingBesideTheLoopLosesNoExit, before the fix).
+//
+// The refusal stays although the rescue would report those exits: the rescue runs a signal
+// handler on a thread the application did not expect one on (its blocking calls may fail
+// with EINTR), which is what a program choosing this backend wants to avoid; so a thread
+// seen leaving SIGCHLD unblocked is an error, and the rescue only covers what cannot be seen.
 //
 // Only one such loop per process: two signalfds for SIGCHLD steal each other's signals,
 // and a SIGCHLD handler of the selfpipe and sigaction backends would never run while the
@@ -28,6 +43,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -67,15 +84,23 @@ unique_fd make_sigchld_fd() {
 class signalfd_watcher final : public child_watcher {
   public:
     // The members do the work in order, and unwind in reverse if a later step throws:
-    // a refused loop leaves the mask, the reservation and the fds as it found them.
-    signalfd_watcher() : block_(who), fd_(make_sigchld_fd()) { threads_.check_all(); }
+    // a refused loop leaves the mask, the handler, the reservation and the fds as it found
+    // them. The rescue is subscribed before the threads are checked, so that no SIGCHLD can
+    // slip through between a check that passed and the safety net.
+    signalfd_watcher() : block_(who), fd_(make_sigchld_fd()), rescue_(who) {
+        rescue_.subscribe_signalfd_rescue();
+        rescue_fd_[0] = rescue_.fd();
+        threads_.check_all();
+    }
 
     int wake_fd() const noexcept override { return fd_.get(); }
+    std::size_t direct_slots() const noexcept override { return 1; }
+    const int* direct_fds() const noexcept override { return rescue_fd_; }
 
     void watch(pid_t pid, int, bool exited) override {
         // A thread made since the last check could take this child's SIGCHLD: refuse
-        // before watching. Only new threads are read (a /proc listing per watch, plus
-        // ~25 us per new thread), so that watch stays cheap with many threads.
+        // before watching. Only new and unsettled threads are read (a /proc listing per
+        // watch, plus ~25 us per such thread), so that watch stays cheap with many threads.
         threads_.check_new();
         reaper_.watch(pid, exited);
     }
@@ -86,11 +111,21 @@ class signalfd_watcher final : public child_watcher {
 
     bool reap(const poll_result& r, std::vector<exit_status>& out, std::size_t max) override {
         // Read before reaping: a SIGCHLD after the read stays pending and keeps the
-        // signalfd readable, so nothing is lost between the two.
+        // signalfd readable (or, on a thread that does not block it, writes the rescue
+        // pipe again), so nothing is lost between the two.
         if (r.woken)
             drain();
-        return reaper_.reap(r.woken, out, max);
+        const bool rescued = r.direct_revents && r.direct_revents[0];
+        if (rescued) {
+            rescue_.take([this](pid_t pid) {
+                ++rescued_;
+                reaper_.hint(pid);
+            });
+        }
+        return reaper_.reap(r.woken || rescued, out, max);
     }
+
+    std::uint64_t rescued_signals() const noexcept override { return rescued_; }
 
   private:
     void drain() {
@@ -107,8 +142,11 @@ class signalfd_watcher final : public child_watcher {
     signalfd_reservation reservation_;
     sigchld_block_guard block_;
     unique_fd fd_;
+    sigchld_pipe rescue_;
+    int rescue_fd_[1] = {-1};
     sigchld_thread_check threads_{who};
     pid_reaper reaper_{who};
+    std::uint64_t rescued_ = 0;
 };
 
 bool signalfd_usable() noexcept {

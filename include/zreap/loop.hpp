@@ -82,6 +82,11 @@ struct loop_stats {
     std::uint64_t lost_wakeups = 0;
     std::uint64_t posted = 0;   ///< functions run for post()
     std::uint64_t signals = 0;  ///< signal callbacks run for add_signal()
+    /// SIGCHLDs that reached a thread not blocking SIGCHLD and were turned into a wakeup of
+    /// the loop by zreap's handler. Only the signalfd backend counts them: its signalfd
+    /// never sees such a signal, which its SIGCHLD handler rescues (see
+    /// docs/backends/signalfd.md). Always 0 for the other backends.
+    std::uint64_t rescued_signals = 0;
 };
 
 /// Options for one watched child.
