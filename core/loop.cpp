@@ -106,6 +106,18 @@ long long unread_bytes(int fd) noexcept {
     return ::ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? n : 0;
 }
 
+// zmq_poll's events as poll()'s.
+short poll_events(short zmq_events) noexcept {
+    short ev = 0;
+    if (zmq_events & ZMQ_POLLIN)
+        ev |= POLLIN;
+    if (zmq_events & ZMQ_POLLOUT)
+        ev |= POLLOUT;
+    if (zmq_events & ZMQ_POLLPRI)
+        ev |= POLLPRI;
+    return ev;
+}
+
 // True while @p d.fd still names the pipe it named when the child was watched.
 bool same_file(const drain_fd& d) noexcept {
     struct stat st {};
@@ -302,16 +314,8 @@ struct loop::impl {
             has_sockets = has_sockets || s.socket != nullptr;
         }
         pfds.clear();
-        for (const zmq_pollitem_t& item : items) {
-            short ev = 0;
-            if (item.events & ZMQ_POLLIN)
-                ev |= POLLIN;
-            if (item.events & ZMQ_POLLOUT)
-                ev |= POLLOUT;
-            if (item.events & ZMQ_POLLPRI)
-                ev |= POLLPRI;
-            pfds.push_back(pollfd{item.fd, ev, 0});
-        }
+        for (const zmq_pollitem_t& item : items)
+            pfds.push_back(pollfd{item.fd, poll_events(item.events), 0});
         items_dirty = false;
     }
 
@@ -421,14 +425,7 @@ struct loop::impl {
         if (items_dirty)
             return;  // the rebuild takes the new events
         items[s.item_pos].events = events;
-        short ev = 0;
-        if (events & ZMQ_POLLIN)
-            ev |= POLLIN;
-        if (events & ZMQ_POLLOUT)
-            ev |= POLLOUT;
-        if (events & ZMQ_POLLPRI)
-            ev |= POLLPRI;
-        pfds[s.item_pos].events = ev;
+        pfds[s.item_pos].events = poll_events(events);
     }
 
     void post(std::function<void()> fn) {

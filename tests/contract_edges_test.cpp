@@ -76,21 +76,6 @@ int thrown_by(const std::function<void()>& f) {
     return 0;
 }
 
-// True while @p pid is a live process (not gone, not a zombie).
-bool alive(pid_t pid) {
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-    FILE* f = std::fopen(path, "r");
-    if (!f)
-        return false;
-    char buf[512] = {};
-    std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-    std::fclose(f);
-    const char* close_paren = std::strrchr(buf, ')');
-    return n > 0 && close_paren && close_paren[1] == ' ' && close_paren[2] != 'Z' &&
-           close_paren[2] != 'X';
-}
-
 class ContractEdges : public backend_contract_test {};
 
 // From the reap on, the child's handle says reaped and sends nothing, although the exit
@@ -193,7 +178,7 @@ TEST_P(ContractEdges, RecycledPidInTheWindowIsNeverSignalled) {
                         lp.run_once(0ms);  // dispatches due timers; reads 5 bytes at most
                     if (exited)
                         r = "exit callback ran too early for the test";
-                    if (r.empty() && !alive(stranger))
+                    if (r.empty() && !process_alive(stranger))
                         r = "the stranger with the recycled pid was killed";
                 }
                 if (stranger > 0)
@@ -404,14 +389,6 @@ std::string read_line(int fd) {
     return line;
 }
 
-// Waits, with a bound, until @p pid is no longer a live process.
-bool gone_within(pid_t pid, std::chrono::milliseconds bound) {
-    const auto until = clock_type::now() + bound;
-    while (alive(pid) && clock_type::now() < until)
-        ::usleep(1000);
-    return !alive(pid);
-}
-
 // What the destructor does with children still running, per destroy_policy: a spawned
 // child (leading a group with a grandchild in it) and a child given to watch_child.
 TEST_P(ContractEdges, DestroyPolicies) {
@@ -434,8 +411,8 @@ TEST_P(ContractEdges, DestroyPolicies) {
 
         if (policy == zreap::destroy_policy::release) {
             EXPECT_FALSE(spawned.reaped());
-            EXPECT_TRUE(alive(spawned.pid()));
-            EXPECT_TRUE(alive(grandchild));
+            EXPECT_TRUE(process_alive(spawned.pid()));
+            EXPECT_TRUE(process_alive(grandchild));
             ::kill(-spawned.pid(), SIGKILL);
             EXPECT_EQ(::waitpid(spawned.pid(), nullptr, 0), spawned.pid());
         } else {

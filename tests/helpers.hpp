@@ -14,7 +14,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -323,6 +325,29 @@ inline std::string in_forked_child(const std::function<std::string()>& body,
         if (!(cond))                                                                  \
             return std::string(__FILE__ ":") + std::to_string(__LINE__) + ": " #cond; \
     } while (0)
+
+/// True while @p pid is a live process: not gone, not a zombie (from /proc/PID/stat).
+inline bool process_alive(pid_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    FILE* f = std::fopen(path, "r");
+    if (!f)
+        return false;
+    char buf[512] = {};
+    std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    const char* close_paren = std::strrchr(buf, ')');
+    return n > 0 && close_paren && close_paren[1] == ' ' && close_paren[2] != 'Z' &&
+           close_paren[2] != 'X';
+}
+
+/// Waits, with a bound, until @p pid is no longer a live process; true if it went.
+inline bool gone_within(pid_t pid, std::chrono::milliseconds bound) {
+    const auto until = clock_type::now() + bound;
+    while (process_alive(pid) && clock_type::now() < until)
+        ::usleep(1000);
+    return !process_alive(pid);
+}
 
 /// Reaps every child of this process that has exited; returns how many.
 inline int reap_leftovers() {

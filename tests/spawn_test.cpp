@@ -677,23 +677,6 @@ TEST_P(Spawn, TerminateRemovesItsTimerWhenTheChildExits) {
     EXPECT_EQ(lp.size(), 0u) << "the SIGKILL timer must go with the child";
 }
 
-// True while @p pid is a live process (not gone, not a zombie).
-bool process_alive(pid_t pid) {
-    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    std::size_t paren = text.rfind(')');
-    return paren != std::string::npos && paren + 2 < text.size() && text[paren + 2] != 'Z' &&
-           text[paren + 2] != 'X';
-}
-
-// Waits, with a bound, until @p pid is no longer a live process.
-bool gone_within(pid_t pid, std::chrono::milliseconds bound) {
-    const auto until = clock_type::now() + bound;
-    while (process_alive(pid) && clock_type::now() < until)
-        ::usleep(1000);
-    return !process_alive(pid);
-}
-
 TEST_P(Spawn, KillGroupSignalsTheWholeGroup) {
     auto lp = make();
     outcome r;
