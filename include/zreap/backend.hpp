@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include <zreap/export.hpp>
+
 namespace zreap {
 
 /// How a loop learns that a child exited. Each value is also a meson option, a folder
@@ -44,26 +46,26 @@ struct capabilities {
 };
 
 /// "pidfd", "signalfd", "selfpipe", "sigaction" or "libev".
-std::string_view to_string(backend b) noexcept;
+ZREAP_API std::string_view to_string(backend b) noexcept;
 
 /// The backend named @p name, or nullopt if there is no such backend.
-std::optional<backend> backend_from_string(std::string_view name) noexcept;
+ZREAP_API std::optional<backend> backend_from_string(std::string_view name) noexcept;
 
 /// Every backend compiled into this library, in the library's order of preference.
-std::vector<backend> compiled_backends();
+ZREAP_API std::vector<backend> compiled_backends();
 
 /// True if @p b is compiled in and works in this process now: its system calls are there
 /// and not blocked (pidfd under seccomp, an old kernel) and the process's SIGCHLD
 /// disposition lets it work (not SIG_IGN, no SA_NOCLDWAIT for the signal-driven ones).
-bool backend_usable(backend b) noexcept;
+ZREAP_API bool backend_usable(backend b) noexcept;
 
 /// What @p b promises. Defined for every backend, compiled in or not.
-capabilities backend_capabilities(backend b) noexcept;
+ZREAP_API capabilities backend_capabilities(backend b) noexcept;
 
 /// The backend zreap::loop{} uses: ZREAP_BACKEND from the environment if set, else the
 /// build-time -Ddefault_backend choice; "auto" takes the first usable of pidfd, selfpipe,
 /// sigaction. Throws std::system_error if the named backend is unknown, not compiled in
 /// or not usable here: it never falls back silently from an explicit choice.
-backend default_backend();
+ZREAP_API backend default_backend();
 
 }  // namespace zreap
