@@ -6,6 +6,7 @@
 #include <chrono>
 #include <optional>
 #include <string_view>
+#include <system_error>  // what default_backend() throws
 #include <vector>
 
 #include <zreap/export.hpp>

@@ -10,6 +10,8 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>     // std::logic_error, from run() in a callback and the like
+#include <system_error>  // std::system_error, what every call that the system can refuse throws
 #include <type_traits>
 #include <utility>
 #include <vector>

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <stdexcept>  // std::logic_error, from kill() and terminate() once the loop is gone
 #include <string>
 #include <utility>
 #include <vector>
