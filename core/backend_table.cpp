@@ -1,6 +1,7 @@
 // The backend table: every compiled backend in order of preference, and the choice of
-// the default. Backends are listed here explicitly rather than registering themselves
-// from static constructors, which a static archive's linker would silently drop.
+// the default ("auto" = the first usable one of the table). Backends are listed here explicitly
+// rather than registering themselves from static constructors, which a static archive's linker
+// would silently drop.
 
 #include <cstdlib>
 #include <string>
@@ -28,12 +29,14 @@ extern const backend_entry libev_backend_entry;
 
 namespace {
 
+// In order of preference, which is the order "auto" tries them in. signalfd and libev come
+// last: signalfd needs SIGCHLD blocked in every thread of the host program, and libev reaps
+// children that belong to other code, so "auto" takes them only in a build that has neither
+// pidfd nor selfpipe nor sigaction (or where none of those is usable). meson.build lists the
+// backends in the same order (all_backends), for its summary.
 const backend_entry* const table[] = {
 #if ZREAP_HAVE_PIDFD
     &pidfd_backend_entry,
-#endif
-#if ZREAP_HAVE_SIGNALFD
-    &signalfd_backend_entry,
 #endif
 #if ZREAP_HAVE_SELFPIPE
     &selfpipe_backend_entry,
@@ -41,16 +44,14 @@ const backend_entry* const table[] = {
 #if ZREAP_HAVE_SIGACTION
     &sigaction_backend_entry,
 #endif
+#if ZREAP_HAVE_SIGNALFD
+    &signalfd_backend_entry,
+#endif
 #if ZREAP_HAVE_LIBEV
     &libev_backend_entry,
 #endif
     nullptr,  // keeps the array non-empty when nothing is compiled in
 };
-
-// What "auto" tries, in order. signalfd and libev are left out on purpose: signalfd needs
-// SIGCHLD blocked in every thread of the host program, and libev reaps children that
-// belong to other code. Both are there for programs that choose them knowingly.
-constexpr backend auto_order[] = {backend::pidfd, backend::selfpipe, backend::sigaction};
 
 }  // namespace
 
@@ -155,13 +156,15 @@ namespace {
 
 backend pick(std::string_view name, const std::string& origin) {
     if (name == "auto") {
+        // The first usable of what is compiled in; the error names exactly those.
         std::string tried;
-        for (backend b : detail::auto_order) {
+        for (backend b : compiled_backends()) {
             if (backend_usable(b))
                 return b;
             tried += (tried.empty() ? "" : ", ") + std::string(to_string(b));
         }
-        detail::throw_errno(ENOTSUP, origin + ": no usable backend (tried " + tried + ")");
+        detail::throw_errno(
+            ENOTSUP, origin + ": none of the backends compiled in is usable here (" + tried + ")");
     }
     std::optional<backend> b = backend_from_string(name);
     if (!b)

@@ -52,7 +52,8 @@ ZREAP_API std::string_view to_string(backend b) noexcept;
 /// The backend named @p name, or nullopt if there is no such backend.
 ZREAP_API std::optional<backend> backend_from_string(std::string_view name) noexcept;
 
-/// Every backend compiled into this library, in the library's order of preference.
+/// Every backend compiled into this library, in the library's order of preference: pidfd,
+/// selfpipe, sigaction, then signalfd and libev, which need the program's cooperation.
 ZREAP_API std::vector<backend> compiled_backends();
 
 /// True if @p b is compiled in and works in this process now: its system calls are there
@@ -64,9 +65,11 @@ ZREAP_API bool backend_usable(backend b) noexcept;
 ZREAP_API capabilities backend_capabilities(backend b) noexcept;
 
 /// The backend zreap::loop{} uses: ZREAP_BACKEND from the environment if set, else the
-/// build-time -Ddefault_backend choice; "auto" takes the first usable of pidfd, selfpipe,
-/// sigaction. Throws std::system_error if the named backend is unknown, not compiled in
-/// or not usable here: it never falls back silently from an explicit choice.
+/// build-time -Ddefault_backend choice; "auto" takes the first usable backend of
+/// compiled_backends(), so a build without pidfd, selfpipe and sigaction takes signalfd or
+/// libev. Throws std::system_error if the named backend is unknown, not compiled in or not
+/// usable here (for "auto": if none compiled in is usable; the message lists them): it
+/// never falls back silently from an explicit choice.
 ZREAP_API backend default_backend();
 
 }  // namespace zreap
