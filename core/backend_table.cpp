@@ -1,6 +1,7 @@
 // The backend table: every compiled backend in order of preference, and the choice of
-// the default. Backends are listed here explicitly rather than registering themselves
-// from static constructors, which a static archive's linker would silently drop.
+// the default ("auto" = the first usable one of the table). Backends are listed here explicitly
+// rather than registering themselves from static constructors, which a static archive's linker
+// would silently drop.
 
 #include <cstdlib>
 #include <string>
@@ -33,12 +34,16 @@ std::string io_uring_unusable_reason() noexcept;
 
 namespace {
 
+// In order of preference, which is the order "auto" tries them in. io_uring comes after the
+// three that scale with the number of children: every pending WAITID makes every child exit
+// of the process cost more in the kernel (docs/backends/io_uring.md). signalfd and libev come
+// last: signalfd needs SIGCHLD blocked in every thread of the host program, and libev reaps
+// children that belong to other code. So in practice "auto" takes these three only in a build
+// (or a process) where none of pidfd, selfpipe and sigaction is there or usable. meson.build
+// lists the backends in the same order (all_backends), for its summary.
 const backend_entry* const table[] = {
 #if ZREAP_HAVE_PIDFD
     &pidfd_backend_entry,
-#endif
-#if ZREAP_HAVE_SIGNALFD
-    &signalfd_backend_entry,
 #endif
 #if ZREAP_HAVE_SELFPIPE
     &selfpipe_backend_entry,
@@ -46,21 +51,17 @@ const backend_entry* const table[] = {
 #if ZREAP_HAVE_SIGACTION
     &sigaction_backend_entry,
 #endif
-#if ZREAP_HAVE_LIBEV
-    &libev_backend_entry,
-#endif
 #if ZREAP_HAVE_IO_URING
     &io_uring_backend_entry,
 #endif
+#if ZREAP_HAVE_SIGNALFD
+    &signalfd_backend_entry,
+#endif
+#if ZREAP_HAVE_LIBEV
+    &libev_backend_entry,
+#endif
     nullptr,  // keeps the array non-empty when nothing is compiled in
 };
-
-// What "auto" tries, in order. signalfd, libev and io_uring are left out on purpose:
-// signalfd needs SIGCHLD blocked in every thread of the host program, libev reaps children
-// that belong to other code, and io_uring makes every child exit in the process cost time
-// in proportion to the children it watches (docs/backends/io_uring.md). All three are
-// there for programs that choose them knowingly.
-constexpr backend auto_order[] = {backend::pidfd, backend::selfpipe, backend::sigaction};
 
 }  // namespace
 
@@ -120,7 +121,7 @@ capabilities backend_capabilities(backend b) noexcept {
     capabilities c;
 #if !ZREAP_HAVE_WAIT4
     // The signal backends reap with wait4 to learn the usage; without it, waitid(P_PID).
-    c.reports_usage = b == backend::pidfd;
+    c.reports_usage = b == backend::pidfd || b == backend::io_uring;
 #endif
     switch (b) {
         case backend::pidfd:
@@ -178,13 +179,15 @@ namespace {
 
 backend pick(std::string_view name, const std::string& origin) {
     if (name == "auto") {
+        // The first usable of what is compiled in; the error names exactly those.
         std::string tried;
-        for (backend b : detail::auto_order) {
+        for (backend b : compiled_backends()) {
             if (backend_usable(b))
                 return b;
             tried += (tried.empty() ? "" : ", ") + std::string(to_string(b));
         }
-        detail::throw_errno(ENOTSUP, origin + ": no usable backend (tried " + tried + ")");
+        detail::throw_errno(
+            ENOTSUP, origin + ": none of the backends compiled in is usable here (" + tried + ")");
     }
     std::optional<backend> b = backend_from_string(name);
     if (!b)

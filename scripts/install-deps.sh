@@ -7,6 +7,7 @@ packages=(
   libzmq3-dev cppzmq-dev libev-dev liburing-dev
   libgtest-dev libgmock-dev
   libseccomp-dev valgrind clang-format git
+  clang cmake  # the clang++ build and the CMake consumer test (scripts/test.sh)
 )
 if [ "${ZREAP_DOCS:-0}" = 1 ]; then
   packages+=(doxygen)  # only for the API reference (-Ddocs=enabled); large, so opt-in

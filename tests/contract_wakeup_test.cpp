@@ -108,7 +108,7 @@ class ContractWakeup : public ::testing::TestWithParam<backend> {
         ASSERT_TRUE(zreap::backend_usable(GetParam()))
             << to_string(GetParam()) << " is compiled in but not usable on this machine";
     }
-    void TearDown() override { reap_leftovers(); }
+    void TearDown() override { await_children_gone(); }
     zreap::capabilities caps() const { return zreap::backend_capabilities(GetParam()); }
 };
 

@@ -126,8 +126,12 @@ std::string block_pidfd(bool open, bool waitid, int err) {
         if (open)
             rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(pidfd_open), 0);
         if (rc == 0 && waitid)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 1,
-                                  SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(P_PIDFD)));
+            // idtype is an int: compare its 32 bits (the masked form also spells out every
+            // field of scmp_arg_cmp, where the two-value SCMP_A0 leaves one to
+            // -Wmissing-field-initializers).
+            rc = seccomp_rule_add(
+                ctx, SCMP_ACT_ERRNO(err), SCMP_SYS(waitid), 1,
+                SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, static_cast<scmp_datum_t>(P_PIDFD)));
         return rc;
     });
 }

@@ -6,7 +6,10 @@
 #include <chrono>
 #include <optional>
 #include <string_view>
+#include <system_error>  // what default_backend() throws
 #include <vector>
+
+#include <zreap/export.hpp>
 
 namespace zreap {
 
@@ -45,27 +48,31 @@ struct capabilities {
 };
 
 /// "pidfd", "signalfd", "selfpipe", "sigaction", "libev" or "io_uring".
-std::string_view to_string(backend b) noexcept;
+ZREAP_API std::string_view to_string(backend b) noexcept;
 
 /// The backend named @p name, or nullopt if there is no such backend.
-std::optional<backend> backend_from_string(std::string_view name) noexcept;
+ZREAP_API std::optional<backend> backend_from_string(std::string_view name) noexcept;
 
-/// Every backend compiled into this library, in the library's order of preference.
-std::vector<backend> compiled_backends();
+/// Every backend compiled into this library, in the library's order of preference: pidfd,
+/// selfpipe, sigaction, then io_uring (slower with many children), then signalfd and libev,
+/// which need the program's cooperation.
+ZREAP_API std::vector<backend> compiled_backends();
 
 /// True if @p b is compiled in and works in this process now: its system calls are there
 /// and not blocked (pidfd or io_uring under seccomp, an old kernel, io_uring disabled by
 /// the kernel.io_uring_disabled sysctl) and the process's SIGCHLD
 /// disposition lets it work (not SIG_IGN, no SA_NOCLDWAIT for the signal-driven ones).
-bool backend_usable(backend b) noexcept;
+ZREAP_API bool backend_usable(backend b) noexcept;
 
 /// What @p b promises. Defined for every backend, compiled in or not.
-capabilities backend_capabilities(backend b) noexcept;
+ZREAP_API capabilities backend_capabilities(backend b) noexcept;
 
 /// The backend zreap::loop{} uses: ZREAP_BACKEND from the environment if set, else the
-/// build-time -Ddefault_backend choice; "auto" takes the first usable of pidfd, selfpipe,
-/// sigaction. Throws std::system_error if the named backend is unknown, not compiled in
-/// or not usable here: it never falls back silently from an explicit choice.
-backend default_backend();
+/// build-time -Ddefault_backend choice; "auto" takes the first usable backend of
+/// compiled_backends(), so a build without pidfd, selfpipe and sigaction takes signalfd or
+/// libev. Throws std::system_error if the named backend is unknown, not compiled in or not
+/// usable here (for "auto": if none compiled in is usable; the message lists them): it
+/// never falls back silently from an explicit choice.
+ZREAP_API backend default_backend();
 
 }  // namespace zreap

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <string>
 
+#include <zreap/export.hpp>
+
 struct rusage;
 
 namespace zreap {
@@ -50,14 +52,14 @@ struct exit_status {
     /// The signal that killed it; meaningful when signaled().
     int term_signal() const noexcept { return signaled() ? WTERMSIG(raw) : 0; }
     /// The kernel wrote a core dump when the signal killed it.
-    bool core_dumped() const noexcept;
+    ZREAP_API bool core_dumped() const noexcept;
 
     /// Builds a status from a waitid(2) result (si_pid, si_code, si_status).
-    static exit_status from_siginfo(const siginfo_t& info) noexcept;
+    ZREAP_API static exit_status from_siginfo(const siginfo_t& info) noexcept;
     /// Builds a status from a waitpid(2) status word.
-    static exit_status from_wait_status(pid_t pid, int status) noexcept;
+    ZREAP_API static exit_status from_wait_status(pid_t pid, int status) noexcept;
     /// Sets has_usage and usage from a getrusage-style record (wait4, waitid's rusage).
-    void set_usage(const struct rusage& ru) noexcept;
+    ZREAP_API void set_usage(const struct rusage& ru) noexcept;
 
     /// Same pid and same status word (usage is not compared).
     friend bool operator==(const exit_status& a, const exit_status& b) noexcept {
@@ -70,6 +72,6 @@ struct exit_status {
 };
 
 /// "pid 1234 exited with code 3", "pid 1234 killed by signal 9 (SIGKILL), core dumped".
-std::string to_string(const exit_status& s);
+ZREAP_API std::string to_string(const exit_status& s);
 
 }  // namespace zreap

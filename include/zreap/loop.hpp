@@ -10,6 +10,8 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>     // std::logic_error, from run() in a callback and the like
+#include <system_error>  // std::system_error, what every call that the system can refuse throws
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -18,6 +20,7 @@
 
 #include <zreap/backend.hpp>
 #include <zreap/exit_status.hpp>
+#include <zreap/export.hpp>
 
 namespace zreap {
 
@@ -123,33 +126,33 @@ struct watch_options {
 class loop {
   public:
     /// Uses default_backend(). Throws std::system_error (see below).
-    loop();
+    ZREAP_API loop();
     /// Uses @p b. Throws std::system_error if @p b is not compiled in or not usable here,
     /// or the backend cannot start (SIGCHLD ignored, another thread leaves SIGCHLD
     /// unblocked for signalfd, a second libev loop, EMFILE, ...).
-    explicit loop(backend b);
+    ZREAP_API explicit loop(backend b);
     /// Uses @p options (which backend, wakeup cap, exit batch size). Throws as above.
-    explicit loop(const loop_options& options);
+    ZREAP_API explicit loop(const loop_options& options);
     /// Releases the backend and restores the process state it changed. Children still
     /// watched that already exited are reaped; running ones are killed and reaped, or left
     /// to the program, as loop_options::children_at_destroy says (default: the ones started
     /// by zreap::spawn are killed, the others left).
-    ~loop();
+    ZREAP_API ~loop();
     /// Moves the loop; the moved-from loop may only be destroyed or assigned to.
-    loop(loop&&) noexcept;
+    ZREAP_API loop(loop&&) noexcept;
     /// Destroys this loop's state (as ~loop does) and takes over @p other's.
-    loop& operator=(loop&& other) noexcept;
+    ZREAP_API loop& operator=(loop&& other) noexcept;
     loop(const loop&) = delete;
     loop& operator=(const loop&) = delete;
 
     /// The backend this loop uses.
-    backend which() const noexcept;
+    ZREAP_API backend which() const noexcept;
     /// What that backend promises.
-    capabilities caps() const noexcept;
+    ZREAP_API capabilities caps() const noexcept;
 
     /// Calls @p cb with zmq revents (ZMQ_POLLIN/ZMQ_POLLOUT) when the zmq socket is ready
     /// for @p events. Readiness is level-triggered: @p cb runs again while it stays ready.
-    source_id add_socket(void* zmq_socket, short events, std::function<void(short)> cb);
+    ZREAP_API source_id add_socket(void* zmq_socket, short events, std::function<void(short)> cb);
     /// Same, for a C++ socket object with a handle() that returns the libzmq socket, such
     /// as cppzmq's zmq::socket_t and zmq::socket_ref. zreap does not depend on cppzmq: any
     /// such type is accepted, and no cppzmq header is needed to build zreap. The loop keeps
@@ -161,10 +164,10 @@ class loop {
     }
     /// Calls @p cb with zmq revents when @p fd is ready for @p events (ZMQ_POLLIN,
     /// ZMQ_POLLOUT). Hang-up and errors arrive as ZMQ_POLLERR. The loop does not own @p fd.
-    source_id add_fd(int fd, short events, std::function<void(short)> cb);
+    ZREAP_API source_id add_fd(int fd, short events, std::function<void(short)> cb);
     /// Calls @p cb after @p first, then every @p every (0 = once). Monotonic clock.
-    source_id add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
-                        std::function<void()> cb);
+    ZREAP_API source_id add_timer(std::chrono::milliseconds first, std::chrono::milliseconds every,
+                                  std::function<void()> cb);
     /// Calls @p cb on the loop's thread after signal @p signo arrived (SIGTERM, SIGINT,
     /// SIGHUP, SIGUSR1, ...), whichever thread the kernel delivered it to; signals that
     /// arrive together are reported once, as the kernel coalesces them. The loop owns the
@@ -174,53 +177,53 @@ class loop {
     /// watch_child), SIGKILL, SIGSTOP, the fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
     /// SIGTRAP, SIGSYS) and non-signals; EBUSY if another loop in the process owns
     /// @p signo; EEXIST if this one does.
-    source_id add_signal(int signo, std::function<void(int signo)> cb);
+    ZREAP_API source_id add_signal(int signo, std::function<void(int signo)> cb);
 
     /// Changes the events an fd or socket source waits for (ZMQ_POLLIN, ZMQ_POLLOUT), in
     /// place: toggling ZMQ_POLLOUT while output is queued needs no remove and add. Throws
     /// std::system_error: ENOENT for an unknown id, EINVAL for a source that is no fd or
     /// socket.
-    void modify(source_id id, short events);
+    ZREAP_API void modify(source_id id, short events);
 
     /// Runs @p fn once on the loop's thread, in the order of the post() calls, during a
     /// later iteration; wakes a sleeping loop. Callable from any thread (the loop object
     /// must outlive the call and must not be moved meanwhile). An exception thrown by @p fn
     /// leaves run()/run_once() like any callback's; the functions posted after it still run,
     /// on the next iteration.
-    void post(std::function<void()> fn);
+    ZREAP_API void post(std::function<void()> fn);
     /// Calls @p cb once, when child @p pid exits, after reaping it. Throws
     /// std::system_error: ECHILD if @p pid is not an unreaped child of this process,
     /// EEXIST if a zreap loop in this process already watches it, EMFILE and the like from
     /// the backend. A child that exited before this call is reported promptly.
-    source_id watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
-                          const watch_options& options = {});
+    ZREAP_API source_id watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
+                                    const watch_options& options = {});
     /// Removes a source. For a child, its exit will not be reported. A child still running
     /// when it is removed is not reaped by zreap, so other code may waitpid() it; one whose
     /// exit the loop has already reaped in the current batch (its callback was queued behind
     /// the one that removes it) is gone, and its status with it. Unknown ids are ignored,
     /// so removing twice is harmless.
-    void remove(source_id id) noexcept;
+    ZREAP_API void remove(source_id id) noexcept;
     /// True while @p id is registered.
-    bool contains(source_id id) const noexcept;
+    ZREAP_API bool contains(source_id id) const noexcept;
     /// Number of registered sources of every kind.
-    std::size_t size() const noexcept;
+    ZREAP_API std::size_t size() const noexcept;
 
     /// Polls and dispatches until stop() is called or no source is left. Throws
     /// std::logic_error if called from a callback of this loop.
-    void run();
+    ZREAP_API void run();
     /// Waits until at least one callback has run, or @p timeout has passed (negative = no
     /// limit), or stop() was called, dispatching whatever is ready on each wakeup; returns
     /// how many callbacks ran (0 on timeout). A wakeup that runs no callback (EINTR, a
     /// reaped exit still held back behind its output) does not end the call. Throws
     /// std::logic_error if called from a callback of this loop.
-    int run_once(std::chrono::milliseconds timeout);
+    ZREAP_API int run_once(std::chrono::milliseconds timeout);
     /// Makes run() return after the current dispatch. Call it on the loop's thread
     /// (typically from a callback).
-    void stop() noexcept;
+    ZREAP_API void stop() noexcept;
     /// As stop(), from any thread or from a signal handler: async-signal-safe (an atomic
     /// store and one write). The loop wakes up and run() returns after that iteration; a
     /// request made before run() is called stops that run at its first iteration.
-    void request_stop() noexcept;
+    ZREAP_API void request_stop() noexcept;
 
     /// Embedding the loop in another event loop (a plain zmq_poll loop, GLib, ...), instead
     /// of run(). Each round of the host loop:
@@ -235,16 +238,16 @@ class loop {
     /// wait before calling dispatch() (-1 = no limit; 0 when work is already waiting). The
     /// set can change from one round to the next. Throws std::logic_error from a callback of
     /// this loop.
-    int prepare(std::vector<zmq_pollitem_t>& items);
+    ZREAP_API int prepare(std::vector<zmq_pollitem_t>& items);
     /// Reaps and dispatches after the host's poll; @p items are those prepare() appended, in
     /// the same order, with the revents the poll filled in (all 0 after a timeout or EINTR).
     /// Call it once after every prepare(). Returns how many callbacks ran. Throws
     /// std::logic_error if @p n is not what prepare() appended, or from a callback of this
     /// loop.
-    int dispatch(const zmq_pollitem_t* items, std::size_t n);
+    ZREAP_API int dispatch(const zmq_pollitem_t* items, std::size_t n);
 
     /// Counters about this loop.
-    loop_stats stats() const noexcept;
+    ZREAP_API loop_stats stats() const noexcept;
 
     struct impl;
 

@@ -9,11 +9,13 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <stdexcept>  // std::logic_error, from kill() and terminate() once the loop is gone
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <zreap/exit_status.hpp>
+#include <zreap/export.hpp>
 #include <zreap/loop.hpp>
 
 namespace zreap {
@@ -93,61 +95,61 @@ struct spawn_options {
 /// exit to the callback given to spawn().
 class child {
   public:
-    child() noexcept;
-    ~child();
+    ZREAP_API child() noexcept;
+    ZREAP_API ~child();
     /// Moves the handle; the moved-from child is empty.
-    child(child&&) noexcept;
+    ZREAP_API child(child&&) noexcept;
     /// Drops this handle (as the destructor does) and takes over another's.
-    child& operator=(child&&) noexcept;
+    ZREAP_API child& operator=(child&&) noexcept;
     child(const child&) = delete;
     child& operator=(const child&) = delete;
 
     /// The child's process id.
-    pid_t pid() const noexcept;
+    ZREAP_API pid_t pid() const noexcept;
     /// The pidfd obtained atomically when the child was created (pidfd backend), or -1.
     /// Owned by zreap: valid at least while the child object lives; do not close it. The
     /// loop watches the child through this same fd (one fd per spawned child). It is closed
     /// once both the child object and the loop's use of it (the exit callback, a pending
     /// terminate()) are gone.
-    int pidfd() const noexcept;
+    ZREAP_API int pidfd() const noexcept;
     /// The parent's end of a stdio::pipe (non-blocking, close-on-exec, ready for
     /// loop::add_fd), or -1. Owned by the child object until release_*() is called.
-    int stdin_fd() const noexcept;
+    ZREAP_API int stdin_fd() const noexcept;
     /// The parent's end of the stdout pipe, as stdin_fd().
-    int stdout_fd() const noexcept;
+    ZREAP_API int stdout_fd() const noexcept;
     /// The parent's end of the stderr pipe, as stdin_fd().
-    int stderr_fd() const noexcept;
+    ZREAP_API int stderr_fd() const noexcept;
     /// Takes ownership of a pipe end away from the child object.
-    int release_stdin() noexcept;
+    ZREAP_API int release_stdin() noexcept;
     /// As release_stdin(), for stdout.
-    int release_stdout() noexcept;
+    ZREAP_API int release_stdout() noexcept;
     /// As release_stdin(), for stderr.
-    int release_stderr() noexcept;
+    ZREAP_API int release_stderr() noexcept;
     /// Closes the parent's end of the stdin pipe (the child reads EOF).
-    void close_stdin() noexcept;
+    ZREAP_API void close_stdin() noexcept;
 
     /// The loop source watching this child (for loop::remove).
-    source_id source() const noexcept;
+    ZREAP_API source_id source() const noexcept;
     /// True from the moment the loop has reaped the child, which can be before its exit
     /// callback runs (the callback waits for the child's last output, see
     /// watch_options::drain_first). From then on the pid may belong to another process, and
     /// kill(), kill_group() and terminate() send nothing. Also true for a child that the
     /// loop's destructor killed and reaped.
-    bool reaped() const noexcept;
+    ZREAP_API bool reaped() const noexcept;
     /// True if the child leads a process group of its own (spawned with
     /// group_mode::new_group or new_session), which kill_group() and terminate() signal.
-    bool leads_group() const noexcept;
+    ZREAP_API bool leads_group() const noexcept;
 
     /// Sends @p sig, through pidfd_send_signal where there is a pidfd. Never reaches a
     /// recycled pid: throws std::system_error (ESRCH) once the child has been reaped, and
     /// std::logic_error once its loop is gone (nothing tracks the pid any more).
-    void kill(int sig);
+    ZREAP_API void kill(int sig);
     /// Sends @p sig to the child's whole process group (kill(-pid)); the child must lead one
     /// (leads_group(), else EINVAL). While the child is unreaped its pid, and so its group
     /// id, cannot be reused, so the signal reaches only the group it started. Throws like
     /// kill(): ESRCH once the child has been reaped, std::logic_error once its loop is gone.
     /// Processes of the group that outlive the child can be signalled only until then.
-    void kill_group(int sig);
+    ZREAP_API void kill_group(int sig);
     /// SIGTERM now, then SIGKILL if the child has not exited after @p grace, driven by the
     /// loop's timers; never blocks. A child that leads its own process group gets both
     /// signals as a group. Does nothing once the child has been reaped; the SIGKILL timer is
@@ -155,7 +157,7 @@ class child {
     /// that may have been recycled. A second call restarts the grace period. The SIGKILL
     /// still comes if the child object is destroyed meanwhile. Throws std::logic_error if
     /// the loop is gone.
-    void terminate(std::chrono::milliseconds grace);
+    ZREAP_API void terminate(std::chrono::milliseconds grace);
 
     struct state;
 
@@ -176,7 +178,7 @@ class child {
 ///
 /// The result should be kept: dropping it closes the parent's pipe ends at once (the child
 /// is still watched and @p on_exit still runs).
-[[nodiscard]] child spawn(loop& lp, const spawn_options& options,
-                          std::function<void(const exit_status&)> on_exit);
+[[nodiscard]] ZREAP_API child spawn(loop& lp, const spawn_options& options,
+                                    std::function<void(const exit_status&)> on_exit);
 
 }  // namespace zreap
