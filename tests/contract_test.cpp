@@ -1,4 +1,4 @@
-// The contract every backend is held to (../shared/design/brief.md, "The contract").
+// The contract every backend is held to (docs/reliability.md lists each promise and its test).
 // Written once and run for every compiled backend; where a backend differs for real, the
 // test asserts the capability it declares instead of skipping.
 

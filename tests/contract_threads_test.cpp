@@ -1,4 +1,5 @@
-// The contract cases about threads (../shared/design/brief.md, "The contract", 10): an
+// The contract cases about threads (docs/reliability.md, "signalfd: no exit lost to a
+// thread that does not block SIGCHLD", and docs/backends.md): an
 // application thread that does not block SIGCHLD, and an exit storm while another thread
 // talks to the loop. Run for every compiled backend, like contract_test.cpp; a backend
 // that needs SIGCHLD blocked everywhere must refuse clearly where it cannot work, and the
