@@ -26,10 +26,15 @@ struct child::state {
     source_id src = 0;
     source_id term_timer = 0;
     bool reaped = false;
+    /// Removed from its loop (loop::remove) before it was reaped: other code may reap it
+    /// now, and its pid may then be recycled without the loop knowing, so nothing may be
+    /// sent to it any more.
+    bool released = false;
     bool leads_group = false;  // spawned with a new process group or session: pgid == pid
 
     /// Sends @p sig to the process (@p group false) or its process group; throws
-    /// std::system_error (ESRCH once reaped) or std::logic_error (loop gone). @p what names
+    /// std::system_error (ESRCH once reaped) or std::logic_error (loop gone, or the child
+    /// removed from it). @p what names
     /// the public call in the messages.
     void send(int sig, bool group, const char* what);
     /// The same without the checks and without throwing: for the loop, which knows that

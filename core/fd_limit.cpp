@@ -15,8 +15,10 @@ bool raise_fd_limit() noexcept {
     struct rlimit rl {};
     if (::getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return false;
+    // At the hard limit already: raised by another thread a moment ago (worth one more
+    // try), or never raisable.
     if (rl.rlim_cur == rl.rlim_max)
-        return false;  // at the hard limit already (possibly raised by another thread)
+        return raised;
     const rlim_t before = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
     if (::setrlimit(RLIMIT_NOFILE, &rl) != 0)

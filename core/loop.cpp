@@ -182,6 +182,11 @@ struct loop::impl {
     bool last_immediate = false;  // the current iteration's poll did not block
     bool stop_requested = false;
     bool running = false;  // inside run_once() or dispatch(): a nested run is refused
+    // The loop object was destroyed (or assigned over) by a callback: no other callback of
+    // that dispatch runs, since they may use what the program freed along with the loop.
+    bool abandoned = false;
+    // take_channel() turned a request_stop() into stop_requested during this iteration.
+    bool async_stop_taken = false;
     loop_stats stats;
 
     // post(), request_stop() and add_signal() wake the loop through this channel.
@@ -381,6 +386,13 @@ struct loop::impl {
                     watcher->unwatch(s.pid);
                     children.erase(s.pid);
                     detail::release_pid(s.pid);
+                    // Left to other code, which may reap it: the handle may no longer
+                    // signal it, and a pending terminate() SIGKILL goes with the source.
+                    if (s.owner) {
+                        s.owner->released = true;
+                        if (source_id t = std::exchange(s.owner->term_timer, 0))
+                            remove(t);
+                    }
                 }
                 break;
             case kind::signal:
@@ -447,8 +459,10 @@ struct loop::impl {
     // first, so that what comes after the drain wakes the next poll.
     void take_channel() {
         channel.drain();
-        if (stop_async.exchange(false, std::memory_order_acq_rel))
+        if (stop_async.exchange(false, std::memory_order_acq_rel)) {
             stop_requested = true;
+            async_stop_taken = true;
+        }
         std::lock_guard<std::mutex> lock(post_mutex);
         while (!posted_in.empty()) {
             posted_run.push_back(std::move(posted_in.front()));
@@ -462,6 +476,8 @@ struct loop::impl {
         signal_scratch.assign(signal_sources.begin(), signal_sources.end());
         int n = 0;
         for (auto [signo, sid] : signal_scratch) {
+            if (abandoned)
+                break;
             if (!detail::take_signal(signo))
                 continue;
             auto it = sources.find(sid);
@@ -479,7 +495,8 @@ struct loop::impl {
         int n = 0;
         // Only what was taken before this dispatch: a function that posts again does not
         // keep this loop here forever.
-        for (std::size_t count = posted_run.size(); count > 0 && !posted_run.empty(); --count) {
+        for (std::size_t count = posted_run.size(); count > 0 && !posted_run.empty() && !abandoned;
+             --count) {
             std::function<void()> fn = std::move(posted_run.front());
             posted_run.pop_front();  // before the call: run once, even if it throws
             ++n;
@@ -549,6 +566,10 @@ struct loop::impl {
                                                          "already reaped"
                                                    : what() + ": waitid");
         }
+        // Allocated before the backend watches, so that nothing after it can fail but the
+        // two insertions, which are undone with the watch if they do.
+        s.owner = std::move(owner);
+        s.child_cb = std::make_shared<std::function<void(const exit_status&)>>(std::move(cb));
         if (!detail::claim_pid(pid))
             detail::throw_errno(EEXIST,
                                 what() + ": already watched by a zreap loop in this process");
@@ -565,10 +586,17 @@ struct loop::impl {
             detail::release_pid(pid);
             throw;
         }
-        s.owner = std::move(owner);
-        s.child_cb = std::make_shared<std::function<void(const exit_status&)>>(std::move(cb));
-        source_id sid = add(std::move(s));
-        children.emplace(pid, sid);
+        source_id sid = 0;
+        try {
+            sid = add(std::move(s));
+            children.emplace(pid, sid);
+        } catch (...) {
+            if (sid != 0)
+                sources.erase(sid);
+            watcher->unwatch(pid);
+            detail::release_pid(pid);
+            throw;
+        }
         return sid;
     }
 
@@ -592,6 +620,8 @@ struct loop::impl {
         collect_draining_fds();
         int n = 0;
         for (auto [sid, revents] : ready) {
+            if (abandoned)
+                break;
             auto it = sources.find(sid);
             if (it == sources.end())
                 continue;                // removed by an earlier callback
@@ -644,7 +674,7 @@ struct loop::impl {
     int dispatch_exits(bool& deferred) {
         int n = 0;
         std::size_t count = pending.size();
-        for (std::size_t i = 0; i < count && !pending.empty(); ++i) {
+        for (std::size_t i = 0; i < count && !pending.empty() && !abandoned; ++i) {
             pending_exit pe = pending.front();
             pending.pop_front();
             auto it = sources.find(pe.id);
@@ -709,7 +739,7 @@ struct loop::impl {
         int n = 0;
         // Only timers due now run; a periodic timer is rescheduled strictly after now, so
         // this ends even if callbacks are slow.
-        while (!timers.empty() && timers.begin()->first <= now) {
+        while (!timers.empty() && timers.begin()->first <= now && !abandoned) {
             auto tpos = timers.begin();
             clock::time_point due = tpos->first;
             source_id sid = tpos->second;
@@ -772,9 +802,21 @@ struct loop::impl {
         return poll_timeout(clock::now(), has_deadline, deadline, immediate);
     }
 
+    // A callback threw out of this iteration's dispatch, maybe before the signal callbacks
+    // ran, after the channel that announced them was drained, and after a request_stop()
+    // was taken: the next poll must not sleep on them, and that request must stop the
+    // next run() too (which starts by clearing stop_requested).
+    void keep_wakeups_after_throw() noexcept {
+        if (async_stop_taken)
+            stop_async.store(true, std::memory_order_release);
+        if (async_stop_taken || !signal_sources.empty())
+            channel.notify();
+    }
+
     // After a poll (items[].revents filled in, all 0 after EINTR or a timeout): reap,
     // then dispatch. Returns how many callbacks ran.
     int finish_iteration(bool interrupted) {
+        async_stop_taken = false;
         detail::poll_result r;
         r.interrupted = interrupted;
         ready.clear();
@@ -813,14 +855,22 @@ struct loop::impl {
 
         // Output before exit: fds first, so a child's last words are read before its exit
         // callback runs; then exits; then timers, signals and posted functions.
-        int n = dispatch_io();
+        int n = 0;
         bool deferred = false;
-        n += dispatch_exits(deferred);
-        n += dispatch_timers(clock::now());
-        n += dispatch_signals();
-        n += dispatch_posted();
-        if (reap_error)
+        try {
+            n = dispatch_io();
+            n += dispatch_exits(deferred);
+            n += dispatch_timers(clock::now());
+            n += dispatch_signals();
+            n += dispatch_posted();
+        } catch (...) {
+            keep_wakeups_after_throw();
+            throw;
+        }
+        if (reap_error) {
+            keep_wakeups_after_throw();
             std::rethrow_exception(reap_error);
+        }
         if (n == 0 && !interrupted && !deferred && !last_immediate && !r.woken && !direct_ready &&
             !channel_ready)
             ++stats.idle_wakeups;
@@ -908,11 +958,14 @@ loop::loop(backend b)
 
 loop::loop(const loop_options& options) : impl_(std::make_shared<impl>(options)) {}
 
-// A loop destroyed (or assigned over) by one of its own callbacks: run() stops after the
-// dispatch, and the state goes when that ends (run_once holds it until then).
+// A loop destroyed (or assigned over) by one of its own callbacks: no other callback of
+// that dispatch runs, run() stops, and the state goes when the dispatch ends (run_once
+// holds it until then).
 loop::~loop() {
-    if (impl_ && impl_->running)
+    if (impl_ && impl_->running) {
         impl_->stop_requested = true;
+        impl_->abandoned = true;
+    }
 }
 loop::loop(loop&&) noexcept = default;
 loop& loop::operator=(loop&& other) noexcept {

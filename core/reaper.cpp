@@ -50,6 +50,10 @@ bool pid_reaper::reap(bool signalled, std::vector<exit_status>& out, std::size_t
 // wait4, where the C library has it (not POSIX, but every Unix), also reports the child's
 // resource usage; waitid(P_PID) otherwise.
 bool pid_reaper::try_reap(pid_t pid, std::vector<exit_status>& out) {
+    // Room for the status before the reap: once wait4 has reaped the child, an allocation
+    // failure in push_back would lose its exit.
+    if (out.size() == out.capacity())
+        out.reserve(2 * out.size() + 8);
 #if ZREAP_HAVE_WAIT4
     struct rusage ru {};
     int status = 0;
@@ -61,7 +65,7 @@ bool pid_reaper::try_reap(pid_t pid, std::vector<exit_status>& out) {
     if (rc > 0) {
         exit_status st = exit_status::from_wait_status(pid, status);
         st.set_usage(ru);
-        out.push_back(st);  // first: if it throws, pid stays watched
+        out.push_back(st);
         watched_.erase(pid);
         return true;
     }
@@ -73,8 +77,8 @@ bool pid_reaper::try_reap(pid_t pid, std::vector<exit_status>& out) {
     }
     if (rc == 0) {
         if (si.si_pid == 0)
-            return false;                              // still running
-        out.push_back(exit_status::from_siginfo(si));  // first: if it throws, pid stays watched
+            return false;  // still running
+        out.push_back(exit_status::from_siginfo(si));
         watched_.erase(pid);
         return true;
     }

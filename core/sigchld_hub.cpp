@@ -73,6 +73,10 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
             }
         }
     }
+    // Copied while the last unsubscribe still waits for this handler: once the count
+    // drops, a new subscribe() may rewrite `previous`. Not called inside that section, so
+    // a previous handler that never returns (siglongjmp) cannot hang unsubscribe().
+    const struct sigaction prev = previous;
     handlers_running.fetch_sub(1, std::memory_order_release);
     // A copy we forwarded ourselves is not news to the application: its handler already
     // ran for the original. Everything else reaches the handler it had before zreap came.
@@ -85,12 +89,11 @@ void on_sigchld(int sig, siginfo_t* info, void* context) {
             return;
         }
     }
-    if (previous.sa_flags & SA_SIGINFO) {
-        if (previous.sa_sigaction)
-            previous.sa_sigaction(sig, info, context);
-    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN &&
-               previous.sa_handler) {
-        previous.sa_handler(sig);
+    if (prev.sa_flags & SA_SIGINFO) {
+        if (prev.sa_sigaction)
+            prev.sa_sigaction(sig, info, context);
+    } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN && prev.sa_handler) {
+        prev.sa_handler(sig);
     }
     errno = saved_errno;
 }

@@ -273,6 +273,9 @@ void child::state::send(int sig, bool group, const char* call) {
     // reaped it, and its pid may be recycled.
     if (lp.expired())
         throw std::logic_error(what() + ": the loop that watched the child is gone");
+    // Removed from the loop: other code may have reaped it, and the pid may be recycled.
+    if (released)
+        throw std::logic_error(what() + ": the child was removed from its loop (remove())");
     if (group && !leads_group)
         throw_errno(EINVAL, what() +
                                 ": the child does not lead a process group of its own "
@@ -368,7 +371,7 @@ void child::terminate(std::chrono::milliseconds grace) {
     std::shared_ptr<state> st = s_;
     s_->term_timer = detail::add_timer(*lp, grace, std::chrono::milliseconds(0), [st] {
         st->term_timer = 0;
-        if (!st->reaped)
+        if (!st->reaped && !st->released)
             st->send_unchecked(SIGKILL, st->leads_group);
     });
 }

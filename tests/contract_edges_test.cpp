@@ -3,11 +3,13 @@
 // window, output that other processes keep writing, an fd number reused by another pipe, a
 // loop that moves or dies before its children, and a loop run from its own callback.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include <cstdio>
@@ -17,6 +19,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "backend_fixture.hpp"
 #include "helpers.hpp"
@@ -436,6 +439,101 @@ TEST_P(ContractEdges, DestroyPolicies) {
             EXPECT_EQ(WEXITSTATUS(status), 7);
         }
     }
+}
+
+// A spawned child removed from its loop is left to other code, which may reap it and so
+// free its pid: from remove() on, its handle refuses to signal it and a pending terminate()
+// SIGKILL goes with the source (it came 50 ms later, at whatever process had the pid).
+TEST_P(ContractEdges, RemovedSpawnedChildIsNeverSignalled) {
+    auto lp = make();
+    spawn_options o = helper({"ignore-term"});
+    o.stdout_mode = stdio::pipe;
+    int called = 0;
+    zreap::child c = zreap::spawn(lp, o, [&](const exit_status&) { ++called; });
+    ASSERT_EQ(read_line(c.stdout_fd()), "ready\n");  // SIGTERM is ignored from here on
+    c.terminate(50ms);
+    lp.remove(c.source());
+    EXPECT_EQ(lp.size(), 0u) << "the terminate() timer outlived the child's source";
+    EXPECT_EQ(thrown_by([&] { c.kill(SIGKILL); }), -1);
+    EXPECT_EQ(thrown_by([&] { c.terminate(10ms); }), -1);
+    lp.run_once(300ms);  // well past the grace
+    EXPECT_EQ(::waitpid(c.pid(), nullptr, WNOHANG), 0) << "a SIGKILL came after remove()";
+    ASSERT_EQ(::kill(c.pid(), SIGKILL), 0);  // the program's own to end now
+    int status = 0;
+    ASSERT_EQ(::waitpid(c.pid(), &status, 0), c.pid());
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    EXPECT_EQ(called, 0);
+}
+
+// A callback that throws ends the dispatch before the signal callbacks, after the loop took
+// the wakeup that announced a signal or a request_stop(): neither may be lost. The next
+// iteration does not sleep on the signal (a 10 s timer shows whether it did), and the next
+// run() stops at once.
+TEST_P(ContractEdges, AThrowingCallbackLosesNoSignalAndNoStopRequest) {
+    auto lp = make();
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    int signals = 0;
+    bool throw_next = false;
+    lp.add_signal(SIGUSR2, [&](int) { ++signals; });
+    lp.add_fd(p[0], ZMQ_POLLIN, [&](short) {
+        char b;
+        (void)!::read(p[0], &b, 1);
+        if (std::exchange(throw_next, false))
+            throw std::runtime_error("from a callback");
+    });
+    bool late = false;
+    zreap::source_id marker = lp.add_timer(10s, 0ms, [&] {
+        late = true;
+        lp.stop();
+    });
+
+    // A signal, and a callback that throws in the same iteration.
+    throw_next = true;
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+    ASSERT_EQ(::kill(::getpid(), SIGUSR2), 0);
+    EXPECT_THROW(lp.run_once(20s), std::runtime_error);
+    EXPECT_EQ(signals, 0) << "the throw came first: the signal is still pending";
+    EXPECT_EQ(lp.run_once(20s), 1);
+    EXPECT_EQ(signals, 1);
+    EXPECT_FALSE(late) << "the signal waited for another wakeup";
+
+    // A stop request, and a callback that throws in the same iteration.
+    throw_next = true;
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+    lp.request_stop();
+    EXPECT_THROW(lp.run_once(20s), std::runtime_error);
+    lp.run();
+    EXPECT_FALSE(late) << "the request_stop() taken before the throw was lost";
+    lp.remove(marker);
+    ::close(p[0]);
+    ::close(p[1]);
+}
+
+// A callback that destroys its loop ends that dispatch: the other callbacks that were due
+// in it (fds, timers, posted functions) may use what the program freed with the loop.
+TEST_P(ContractEdges, DestroyedFromItsOwnCallbackRunsNoOtherCallback) {
+    auto lp = std::make_unique<zreap::loop>(make());
+    int a[2], b[2];
+    ASSERT_EQ(::pipe2(a, O_CLOEXEC), 0);
+    ASSERT_EQ(::pipe2(b, O_CLOEXEC), 0);
+    ASSERT_EQ(::write(a[1], "x", 1), 1);
+    ASSERT_EQ(::write(b[1], "x", 1), 1);
+    int calls = 0;
+    auto destroy = [&](short) {
+        ++calls;
+        lp.reset();
+    };
+    lp->add_fd(a[0], ZMQ_POLLIN, destroy);
+    lp->add_fd(b[0], ZMQ_POLLIN, destroy);
+    lp->add_timer(0ms, 0ms, [&] { ++calls; });
+    lp->post([&] { ++calls; });
+    zreap::loop* raw = lp.get();
+    raw->run_once(10s);
+    EXPECT_FALSE(lp);
+    EXPECT_EQ(calls, 1);
+    for (int fd : {a[0], a[1], b[0], b[1]})
+        ::close(fd);
 }
 
 }  // namespace

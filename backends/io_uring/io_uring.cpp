@@ -285,11 +285,13 @@ class io_uring_watcher final : public child_watcher {
         slot& s = slots_[i];
         siginfo_t si{};
         struct rusage ru {};
+        if (out.size() == out.capacity())  // room before the reap: push_back cannot throw
+            out.reserve(2 * out.size() + 8);
         if (waitid_pid(s.pid, &si, WEXITED | WNOHANG, &ru) == 0) {
             if (si.si_pid == s.pid) {
                 exit_status st = exit_status::from_siginfo(si);
                 st.set_usage(ru);
-                out.push_back(st);  // first: may throw
+                out.push_back(st);
                 forget(i);
                 return;
             }

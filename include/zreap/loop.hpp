@@ -119,7 +119,9 @@ struct watch_options {
 /// later in the same dispatch. An exception thrown by a callback propagates out of run()
 /// or run_once(); the loop stays usable and no reaped exit is lost. A callback may not run
 /// the loop that called it: run() and run_once() then throw std::logic_error. A callback
-/// may destroy its own loop; the loop's state then goes when the callback's dispatch ends.
+/// may destroy its own loop; no other callback of that dispatch runs after it, and the
+/// loop's state goes when the dispatch ends. A callback that throws leaves pending signals
+/// and a request_stop() for the next iteration, not lost.
 ///
 /// Moving a loop moves a handle: children spawned on it, their terminate() timers and
 /// every source follow it.
@@ -198,7 +200,8 @@ class loop {
     ZREAP_API source_id watch_child(pid_t pid, std::function<void(const exit_status&)> cb,
                                     const watch_options& options = {});
     /// Removes a source. For a child, its exit will not be reported. A child still running
-    /// when it is removed is not reaped by zreap, so other code may waitpid() it; one whose
+    /// when it is removed is not reaped by zreap, so other code may waitpid() it (a spawned
+    /// child's handle then refuses to signal it, and its pending terminate() goes); one whose
     /// exit the loop has already reaped in the current batch (its callback was queued behind
     /// the one that removes it) is gone, and its status with it. Unknown ids are ignored,
     /// so removing twice is harmless.

@@ -142,12 +142,14 @@ class child {
 
     /// Sends @p sig, through pidfd_send_signal where there is a pidfd. Never reaches a
     /// recycled pid: throws std::system_error (ESRCH) once the child has been reaped, and
-    /// std::logic_error once its loop is gone (nothing tracks the pid any more).
+    /// std::logic_error once its loop is gone or its source was removed with
+    /// loop::remove() (nothing tracks the pid any more: other code may reap it).
     ZREAP_API void kill(int sig);
     /// Sends @p sig to the child's whole process group (kill(-pid)); the child must lead one
     /// (leads_group(), else EINVAL). While the child is unreaped its pid, and so its group
     /// id, cannot be reused, so the signal reaches only the group it started. Throws like
-    /// kill(): ESRCH once the child has been reaped, std::logic_error once its loop is gone.
+    /// kill(): ESRCH once the child has been reaped, std::logic_error once its loop is gone
+    /// or its source removed.
     /// Processes of the group that outlive the child can be signalled only until then.
     ZREAP_API void kill_group(int sig);
     /// SIGTERM now, then SIGKILL if the child has not exited after @p grace, driven by the
@@ -155,8 +157,9 @@ class child {
     /// signals as a group. Does nothing once the child has been reaped; the SIGKILL timer is
     /// removed at that moment (not when the exit callback runs), so it never fires at a pid
     /// that may have been recycled. A second call restarts the grace period. The SIGKILL
-    /// still comes if the child object is destroyed meanwhile. Throws std::logic_error if
-    /// the loop is gone.
+    /// still comes if the child object is destroyed meanwhile, and goes if the child's
+    /// source is removed (loop::remove()). Throws std::logic_error if the loop is gone or
+    /// the source removed.
     ZREAP_API void terminate(std::chrono::milliseconds grace);
 
     struct state;
