@@ -12,6 +12,9 @@
 
 #include <sys/resource.h>
 
+#include <cerrno>
+#include <system_error>
+
 namespace zreap::detail {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit. True if the soft limit is higher now
@@ -22,5 +25,18 @@ bool raise_fd_limit() noexcept;
 /// The soft RLIMIT_NOFILE this process had before raise_fd_limit() first raised it; false if
 /// it never did.
 bool fd_limit_before_raise(rlim_t& soft) noexcept;
+
+/// Runs @p attempt, which must leave nothing behind when it throws; if it throws EMFILE and
+/// @p allowed (loop_options::raise_fd_limit), raises the soft limit and runs it once more.
+template <typename F>
+auto retry_after_raising_fd_limit(bool allowed, F&& attempt) -> decltype(attempt()) {
+    try {
+        return attempt();
+    } catch (const std::system_error& e) {
+        if (!allowed || e.code().value() != EMFILE || !raise_fd_limit())
+            throw;
+    }
+    return attempt();
+}
 
 }  // namespace zreap::detail

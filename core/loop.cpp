@@ -118,6 +118,20 @@ short poll_events(short zmq_events) noexcept {
     return ev;
 }
 
+// poll()'s revents as zmq_poll reports them: POLLERR, POLLHUP and POLLNVAL as ZMQ_POLLERR.
+short zmq_revents(short poll_revents) noexcept {
+    short z = 0;
+    if (poll_revents & POLLIN)
+        z |= ZMQ_POLLIN;
+    if (poll_revents & POLLOUT)
+        z |= ZMQ_POLLOUT;
+    if (poll_revents & POLLPRI)
+        z |= ZMQ_POLLPRI;
+    if (poll_revents & ~(POLLIN | POLLOUT | POLLPRI))
+        z |= ZMQ_POLLERR;
+    return z;
+}
+
 // True while @p d.fd still names the pipe it named when the child was watched.
 bool same_file(const drain_fd& d) noexcept {
     struct stat st {};
@@ -355,19 +369,8 @@ struct loop::impl {
                 item.revents = 0;
             return rc;
         }
-        for (std::size_t i = 0; i < items.size(); ++i) {
-            const short re = pfds[i].revents;
-            short z = 0;
-            if (re & POLLIN)
-                z |= ZMQ_POLLIN;
-            if (re & POLLOUT)
-                z |= ZMQ_POLLOUT;
-            if (re & POLLPRI)
-                z |= ZMQ_POLLPRI;
-            if (re & ~(POLLIN | POLLOUT | POLLPRI))
-                z |= ZMQ_POLLERR;  // POLLERR, POLLHUP, POLLNVAL, as zmq_poll reports them
-            items[i].revents = z;
-        }
+        for (std::size_t i = 0; i < items.size(); ++i)
+            items[i].revents = zmq_revents(pfds[i].revents);
         return rc;
     }
 
@@ -574,14 +577,9 @@ struct loop::impl {
             detail::throw_errno(EEXIST,
                                 what() + ": already watched by a zreap loop in this process");
         try {
-            try {
-                watcher->watch(pid, pidfd, si.si_pid != 0);
-            } catch (const std::system_error& e) {
-                // One fd per child (pidfd): out of them at the soft limit, raise it once.
-                if (e.code().value() != EMFILE || !opts.raise_fd_limit || !detail::raise_fd_limit())
-                    throw;
-                watcher->watch(pid, pidfd, si.si_pid != 0);
-            }
+            // One fd per child (pidfd): out of them at the soft limit, raise it once.
+            detail::retry_after_raising_fd_limit(
+                opts.raise_fd_limit, [&] { watcher->watch(pid, pidfd, si.si_pid != 0); });
         } catch (...) {
             detail::release_pid(pid);
             throw;

@@ -385,15 +385,9 @@ std::shared_ptr<child::state> spawn_once(loop& lp, const spawn_options& o,
 child spawn(loop& lp, const spawn_options& o, std::function<void(const exit_status&)> on_exit) {
     // Nothing is left behind when spawn_once throws, so it can be tried again once the fd
     // limit is raised (one pidfd per child with the pidfd backend, plus the pipes).
-    try {
-        return child(spawn_once(lp, o, on_exit));
-    } catch (const std::system_error& e) {
-        if (e.code().value() != EMFILE ||
-            !detail::loop_raises_fd_limit(*detail::loop_access::state(lp)) ||
-            !detail::raise_fd_limit())
-            throw;
-    }
-    return child(spawn_once(lp, o, std::move(on_exit)));
+    return child(detail::retry_after_raising_fd_limit(
+        detail::loop_raises_fd_limit(*detail::loop_access::state(lp)),
+        [&] { return spawn_once(lp, o, on_exit); }));
 }
 
 namespace {

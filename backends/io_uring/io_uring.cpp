@@ -21,7 +21,6 @@
 #include <liburing.h>
 #include <pthread.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +39,7 @@
 
 #include "core/child_watcher.hpp"
 #include "core/error.hpp"
+#include "core/waitid_linux.hpp"
 #include "waitid_sqe.hpp"
 
 namespace zreap::detail {
@@ -80,17 +80,8 @@ void unmap_ring(io_uring& ring) noexcept {
     io_uring_queue_exit(&ring);
 }
 
-// waitid(P_PID) through the system call, whose fifth argument (which glibc's wrapper does not
-// pass) reports the child's resource usage when @p ru is not null: the reason for reaping
-// with a waitid of our own rather than in the WAITID request, which cannot report it.
-int waitid_pid(pid_t pid, siginfo_t* si, int options, struct rusage* ru = nullptr) noexcept {
-    int rc;
-    while ((rc = static_cast<int>(
-                ::syscall(SYS_waitid, P_PID, static_cast<id_t>(pid), si, options, ru))) < 0 &&
-           errno == EINTR) {
-    }
-    return rc;
-}
+// The reap is a waitid of our own (core/waitid_linux.hpp) rather than the WAITID request's,
+// which cannot report the child's resource usage.
 
 // Submission-queue and completion-queue sizes. The SQ only bounds how many submissions go
 // in per io_uring_enter (more are submitted in several calls); the CQ holds completions not
@@ -287,7 +278,7 @@ class io_uring_watcher final : public child_watcher {
         struct rusage ru {};
         if (out.size() == out.capacity())  // room before the reap: push_back cannot throw
             out.reserve(2 * out.size() + 8);
-        if (waitid_pid(s.pid, &si, WEXITED | WNOHANG, &ru) == 0) {
+        if (waitid_with_usage(P_PID, static_cast<id_t>(s.pid), &si, WEXITED | WNOHANG, &ru) == 0) {
             if (si.si_pid == s.pid) {
                 exit_status st = exit_status::from_siginfo(si);
                 st.set_usage(ru);

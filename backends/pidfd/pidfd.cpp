@@ -32,6 +32,7 @@
 #include "core/child_watcher.hpp"
 #include "core/error.hpp"
 #include "core/unique_fd.hpp"
+#include "core/waitid_linux.hpp"
 
 namespace zreap::detail {
 
@@ -39,17 +40,6 @@ namespace {
 
 int sys_pidfd_open(pid_t pid, unsigned flags) noexcept {
     return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags));
-}
-
-// waitid(P_PIDFD) through the system call, whose fifth argument (which glibc's wrapper
-// does not pass) reports the child's resource usage when @p ru is not null.
-int waitid_pidfd(int pidfd, siginfo_t* si, int options, struct rusage* ru = nullptr) noexcept {
-    int rc;
-    while ((rc = static_cast<int>(
-                ::syscall(SYS_waitid, P_PIDFD, static_cast<id_t>(pidfd), si, options, ru))) < 0 &&
-           errno == EINTR) {
-    }
-    return rc;
 }
 
 // What an EMFILE from watch() says beyond the errno: the limit, how many children this loop
@@ -268,7 +258,8 @@ class pidfd_watcher final : public child_watcher {
         const pid_t pid = it->first;
         siginfo_t si{};
         struct rusage ru {};
-        if (waitid_pidfd(it->second.fd, &si, WEXITED | WNOHANG, &ru) < 0) {
+        if (waitid_with_usage(P_PIDFD, static_cast<id_t>(it->second.fd), &si, WEXITED | WNOHANG,
+                              &ru) < 0) {
             // ECHILD: something else reaped our child (a waitpid(-1) elsewhere, or
             // SIGCHLD set to SIG_IGN since). Its status is gone; report that, rather
             // than never report the exit at all.
@@ -395,7 +386,8 @@ bool pidfd_usable() noexcept {
         return errno == EMFILE || errno == ENFILE;
     siginfo_t si{};
     // We are not our own child: a kernel with P_PIDFD says ECHILD, one without says EINVAL.
-    if (waitid_pidfd(self.get(), &si, WEXITED | WNOHANG) == 0 || errno != ECHILD)
+    if (waitid_with_usage(P_PIDFD, static_cast<id_t>(self.get()), &si, WEXITED | WNOHANG) == 0 ||
+        errno != ECHILD)
         return false;
     unique_fd ep(::epoll_create1(EPOLL_CLOEXEC));
     return static_cast<bool>(ep);
