@@ -28,8 +28,6 @@ extern const backend_entry libev_backend_entry;
 #endif
 #if ZREAP_HAVE_IO_URING
 extern const backend_entry io_uring_backend_entry;
-/// Why io_uring cannot be used in this process ("io_uring_setup failed: ..."), or "".
-std::string io_uring_unusable_reason() noexcept;
 #endif
 
 namespace {
@@ -158,21 +156,14 @@ const detail::backend_entry& detail::require_usable(backend b, const std::string
     if (!find_backend(b))
         detail::throw_errno(
             ENOTSUP, origin + ": backend '" + name + "' is not compiled into this zreap build");
-    if (!backend_usable(b)) {
-        std::string why = "not usable in this process";
-#if ZREAP_HAVE_IO_URING
-        if (b == backend::io_uring) {
-            if (std::string p = detail::io_uring_unusable_reason(); !p.empty())
-                why += ": " + p;
-        }
-#endif
-        if (b != backend::pidfd && b != backend::io_uring) {
-            if (const char* p = detail::sigchld_disposition_problem())
-                why = p;
-        }
+    const detail::backend_entry& e = *find_backend(b);
+    if (!e.usable()) {
+        std::string why = e.why_unusable ? e.why_unusable() : std::string();
+        if (why.empty())
+            why = "not usable in this process";
         detail::throw_errno(ENOTSUP, origin + ": backend '" + name + "' is " + why);
     }
-    return *find_backend(b);
+    return e;
 }
 
 namespace {

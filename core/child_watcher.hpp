@@ -113,6 +113,10 @@ struct backend_entry {
     bool (*usable)() noexcept;
     /// Builds a watcher; throws std::system_error with the reason it cannot.
     std::unique_ptr<child_watcher> (*create)(const loop_options& options);
+    /// Why usable() says false, for the error that names the backend ("unusable while
+    /// SIGCHLD is set to SIG_IGN"), or "" (and for a null pointer): "not usable in this
+    /// process".
+    std::string (*why_unusable)() noexcept = nullptr;
 };
 
 /// The compiled backend @p b, or nullptr.
@@ -125,6 +129,10 @@ const backend_entry& require_usable(backend b, const std::string& origin);
 /// Why the process's SIGCHLD disposition makes the kernel reap children by itself
 /// ("SIGCHLD is set to SIG_IGN", "SIGCHLD has SA_NOCLDWAIT"), or nullptr if it does not.
 const char* sigchld_disposition_problem() noexcept;
+
+/// sigchld_disposition_problem() as a backend_entry::why_unusable, for the backends that
+/// need SIGCHLD delivered.
+std::string sigchld_why_unusable() noexcept;
 
 /// Throws std::system_error (EINVAL) naming @p who if sigchld_disposition_problem().
 void require_reapable_sigchld(const char* who);

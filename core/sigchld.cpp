@@ -25,6 +25,11 @@ const char* sigchld_disposition_problem() noexcept {
     return nullptr;
 }
 
+std::string sigchld_why_unusable() noexcept {
+    const char* problem = sigchld_disposition_problem();
+    return problem ? problem : "";
+}
+
 void require_reapable_sigchld(const char* who) {
     if (const char* problem = sigchld_disposition_problem())
         throw_errno(EINVAL, std::string(who) + ": " + problem +

@@ -484,14 +484,15 @@ std::unique_ptr<child_watcher> make_io_uring_watcher(const loop_options&) {
     return std::make_unique<io_uring_watcher>();
 }
 
-}  // namespace
-
-std::string io_uring_unusable_reason() noexcept {
-    return problem();
+std::string io_uring_why_unusable() noexcept {
+    std::string p = problem();
+    return p.empty() ? p : "not usable in this process: " + p;
 }
 
-extern const backend_entry io_uring_backend_entry{backend::io_uring,
-                                                  backend_capabilities(backend::io_uring),
-                                                  io_uring_usable, make_io_uring_watcher};
+}  // namespace
+
+extern const backend_entry io_uring_backend_entry{
+    backend::io_uring, backend_capabilities(backend::io_uring), io_uring_usable,
+    make_io_uring_watcher, io_uring_why_unusable};
 
 }  // namespace zreap::detail

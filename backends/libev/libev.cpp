@@ -208,6 +208,7 @@ std::unique_ptr<child_watcher> make_libev_watcher(const loop_options&) {
 }  // namespace
 
 extern const backend_entry libev_backend_entry{backend::libev, backend_capabilities(backend::libev),
-                                               libev_usable, make_libev_watcher};
+                                               libev_usable, make_libev_watcher,
+                                               sigchld_why_unusable};
 
 }  // namespace zreap::detail

@@ -62,8 +62,8 @@ std::unique_ptr<child_watcher> make_selfpipe_watcher(const loop_options&) {
 
 }  // namespace
 
-extern const backend_entry selfpipe_backend_entry{backend::selfpipe,
-                                                  backend_capabilities(backend::selfpipe),
-                                                  selfpipe_usable, make_selfpipe_watcher};
+extern const backend_entry selfpipe_backend_entry{
+    backend::selfpipe, backend_capabilities(backend::selfpipe), selfpipe_usable,
+    make_selfpipe_watcher, sigchld_why_unusable};
 
 }  // namespace zreap::detail

@@ -162,8 +162,8 @@ std::unique_ptr<child_watcher> make_sigaction_watcher(const loop_options& option
 
 }  // namespace
 
-extern const backend_entry sigaction_backend_entry{backend::sigaction,
-                                                   backend_capabilities(backend::sigaction),
-                                                   sigaction_usable, make_sigaction_watcher};
+extern const backend_entry sigaction_backend_entry{
+    backend::sigaction, backend_capabilities(backend::sigaction), sigaction_usable,
+    make_sigaction_watcher, sigchld_why_unusable};
 
 }  // namespace zreap::detail

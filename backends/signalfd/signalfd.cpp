@@ -161,8 +161,8 @@ std::unique_ptr<child_watcher> make_signalfd_watcher(const loop_options&) {
 
 }  // namespace
 
-extern const backend_entry signalfd_backend_entry{backend::signalfd,
-                                                  backend_capabilities(backend::signalfd),
-                                                  signalfd_usable, make_signalfd_watcher};
+extern const backend_entry signalfd_backend_entry{
+    backend::signalfd, backend_capabilities(backend::signalfd), signalfd_usable,
+    make_signalfd_watcher, sigchld_why_unusable};
 
 }  // namespace zreap::detail
